@@ -1,0 +1,101 @@
+"""Domain errors and their RFC 9457 problem+json form.
+
+Every error the service can answer is a subclass of :class:`AudioprocError` that carries its HTTP
+status, a stable machine-readable ``code`` and a human ``detail`` saying what was wrong and what to
+do. The module has no web imports, so the pure pipeline can raise these errors too; one exception
+handler in :mod:`app.main` turns them into responses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PROBLEM_TYPE_BASE = "https://audioproc.dev/problems/"
+
+
+class AudioprocError(Exception):
+    """Base class: an error with an HTTP status and a stable code."""
+
+    status: int = 400
+    code: str = "bad_request"
+    title: str = "Bad request"
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+    def problem(self, instance: str | None = None) -> dict[str, Any]:
+        """The problem+json body (type, title, status, detail, code, plus any extra members)."""
+        return problem_body(
+            status=self.status,
+            code=self.code,
+            title=self.title,
+            detail=self.detail,
+            instance=instance,
+            **self.extra,
+        )
+
+
+def problem_body(
+    *, status: int, code: str, title: str, detail: str, instance: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_BASE + code,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    if instance:
+        body["instance"] = instance
+    body.update(extra)
+    return body
+
+
+class EmptyInput(AudioprocError):
+    status, code, title = 400, "empty_input", "Empty input"
+
+
+class UnsupportedFormat(AudioprocError):
+    status, code, title = 415, "unsupported_format", "Not a supported audio format"
+
+
+class CorruptAudio(AudioprocError):
+    status, code, title = 422, "corrupt_audio", "Corrupted or truncated audio"
+
+
+class InvalidAudioHeader(AudioprocError):
+    status, code, title = 422, "invalid_audio_header", "Impossible audio parameters"
+
+
+class NoAudio(AudioprocError):
+    status, code, title = 422, "no_audio", "The file holds no audio samples"
+
+
+class DecodeTimeout(AudioprocError):
+    status, code, title = 422, "decode_timeout", "Decoding took too long"
+
+
+class UploadTooLarge(AudioprocError):
+    status, code, title = 413, "upload_too_large", "Upload too large"
+
+
+class AudioTooLong(AudioprocError):
+    status, code, title = 413, "audio_too_long", "Recording too long"
+
+
+class InvalidOptions(AudioprocError):
+    status, code, title = 422, "invalid_options", "Invalid processing options"
+
+
+class InvalidRequest(AudioprocError):
+    status, code, title = 400, "invalid_request", "Invalid request"
+
+
+class NotFound(AudioprocError):
+    status, code, title = 404, "not_found", "Not found"
+
+
+class DependencyUnavailable(AudioprocError):
+    status, code, title = 503, "dependency_unavailable", "A backing service is unavailable"

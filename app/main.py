@@ -1,0 +1,215 @@
+"""The FastAPI application: ``create_app(settings)``; ``app`` for ``uvicorn app.main:app``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import torch
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from prometheus_fastapi_instrumentator import Instrumentator
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app import __version__, metrics
+from app.config import Settings, get_settings
+from app.errors import AudioprocError, UploadTooLarge, problem_body
+from app.pipeline.decode import DecodeLimits
+from app.pipeline.runner import Pipeline, choose_device
+from app.routers import features, health, process
+from app.routers.responses import ProblemResponse
+from app.services.cache import MemoryCache, RedisCache, ResultCache
+from app.services.results import ResultService
+from app.services.storage import LocalStorage
+
+log = logging.getLogger("audioproc")
+
+#: Room for multipart framing and the options field on top of MAX_UPLOAD_MB, bytes.
+MULTIPART_OVERHEAD = 1024 * 1024
+
+DESCRIPTION = """
+Audio preprocessing for speech ML: decode any common format, normalize it (DC offset, channels,
+anti-aliased resampling, ITU-R BS.1770 loudness) and compute features (spectrogram, log-mel, MFCC
+with deltas, energy, zero-crossing rate) in the exact forms models expect.
+
+Errors are RFC 9457 `application/problem+json` bodies with a stable `code`.
+"""
+
+
+def build_cache(settings: Settings) -> ResultCache:
+    if settings.redis_url:
+        return RedisCache(
+            settings.redis_url, ttl_s=settings.cache_ttl_s, prefix=settings.cache_prefix
+        )
+    return MemoryCache(int(settings.cache_max_mb * 1024 * 1024), settings.cache_ttl_s)
+
+
+def build_results(settings: Settings) -> ResultService:
+    torch.set_num_threads(settings.torch_threads)
+    device = choose_device(settings.audio_device)
+    if settings.audio_device == "cuda" and device.type != "cuda":
+        log.warning("AUDIO_DEVICE=cuda but no CUDA device is available: running on the CPU")
+    limits = DecodeLimits(
+        max_duration_s=settings.max_duration_s, timeout_s=settings.decode_timeout_s
+    )
+    return ResultService(
+        pipeline=Pipeline(device, limits),
+        cache=build_cache(settings),
+        storage=LocalStorage(settings.storage_dir),
+        concurrency=settings.pipeline_concurrency,
+    )
+
+
+def _problem_response(
+    body: dict[str, Any], headers: dict[str, str] | None = None
+) -> ProblemResponse:
+    metrics.REJECTED_INPUTS.labels(body["code"]).inc()
+    return ORJSONResponse(
+        body, status_code=body["status"], media_type=PROBLEM_MEDIA_TYPE, headers=headers
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error becomes an application/problem+json response; nothing leaks a stack trace."""
+
+    @app.exception_handler(AudioprocError)
+    async def _domain(request: Request, exc: AudioprocError) -> ProblemResponse:
+        return _problem_response(exc.problem(instance=request.url.path))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> ProblemResponse:
+        errors = [
+            {"loc": ".".join(str(p) for p in e.get("loc", ())), "msg": e.get("msg", "")}
+            for e in exc.errors()
+        ]
+        summary = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors)
+        return _problem_response(
+            problem_body(
+                status=422,
+                code="invalid_request",
+                title="Invalid request",
+                detail=f"The request does not match the API: {summary}. See /docs.",
+                instance=request.url.path,
+                errors=errors,
+            )
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> ProblemResponse:
+        if isinstance(exc.__cause__, AudioprocError):  # raised while the body was parsed
+            return _problem_response(exc.__cause__.problem(instance=request.url.path))
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _problem_response(
+            problem_body(
+                status=exc.status_code,
+                code=code,
+                title=str(exc.detail),
+                detail=f"{exc.detail}: {request.method} {request.url.path}.",
+                instance=request.url.path,
+            ),
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> ProblemResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _problem_response(
+            problem_body(
+                status=500,
+                code="internal_error",
+                title="Internal error",
+                detail="The service failed unexpectedly; the error was logged. Retry, and "
+                "report it if it persists.",
+                instance=request.url.path,
+            )
+        )
+
+
+class BodyLimitMiddleware:
+    """Refuses request bodies over a byte limit while they stream in (413 problem+json), so an
+    oversized upload is never read whole."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(
+        self,
+        scope: MutableMapping[str, Any],
+        receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
+        send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
+    ) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        error = UploadTooLarge(
+            f"The request body exceeds MAX_UPLOAD_MB ({self.max_bytes / 2**20 - 1:g} MiB of audio "
+            "plus form overhead). Send a smaller file, or split the recording."
+        )
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.max_bytes:
+            response = _problem_response(error.problem(instance=scope.get("path")))
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def limited_receive() -> MutableMapping[str, Any]:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise error
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the application; services are created in the lifespan, once per process."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        results = build_results(settings)
+        app.state.settings = settings
+        app.state.results = results
+        if settings.warmup:
+            await anyio.to_thread.run_sync(results.pipeline.warmup)
+        log.info(
+            "audioproc ready: device=%s cache=%s storage=%s",
+            results.pipeline.device,
+            results.cache.backend,
+            settings.storage_dir,
+        )
+        try:
+            yield
+        finally:
+            await results.cache.close()
+
+    app = FastAPI(
+        title="audioproc",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD
+    )
+    for router in (process.router, features.router, health.router):
+        app.include_router(router)
+    Instrumentator(excluded_handlers=["/metrics"]).instrument(app).expose(
+        app, include_in_schema=False
+    )
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    # ``uvicorn app.main:app`` builds the app on first access, not at import time.
+    if name == "app":
+        return create_app()
+    raise AttributeError(name)

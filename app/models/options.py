@@ -1,0 +1,189 @@
+"""ProcessingOptions: the declarative pipeline configuration a client sends with a recording."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+FeatureName = Literal["spectrogram", "log_mel", "mfcc", "energy", "zcr"]
+FeaturePreset = Literal["default", "librosa"]
+
+
+class _Options(BaseModel):
+    # Unknown keys are an error, never silently ignored: a typo must not change results quietly.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LoudnessOptions(_Options):
+    """Level normalization."""
+
+    mode: Literal["lufs", "peak", "rms", "off"] = Field(
+        default="lufs",
+        description="`lufs`: ITU-R BS.1770-4 gated integrated loudness (EBU R128); `peak`: sample "
+        "peak to `peak_dbfs`; `rms`: RMS level to `target` dBFS; `off`: leave the level as is.",
+        examples=["lufs"],
+    )
+    target: float = Field(
+        default=-23.0,
+        ge=-70.0,
+        le=0.0,
+        description="Target level: LUFS in `lufs` mode (−23 is EBU R128), dBFS RMS in `rms` mode.",
+        examples=[-23.0],
+    )
+    peak_dbfs: float = Field(
+        default=-1.0,
+        ge=-60.0,
+        le=0.0,
+        description="Sample-peak ceiling after the gain, dBFS: the gain is reduced so the output "
+        "never clips (a warning says when the target was not reached). The target in `peak` mode.",
+        examples=[-1.0],
+    )
+    max_gain_db: float = Field(
+        default=30.0,
+        ge=0.0,
+        le=80.0,
+        description="Largest boost, dB, so near-silent recordings are not amplified into noise.",
+        examples=[30.0],
+    )
+
+
+class FeatureOptions(_Options):
+    """Which features to compute and how. `null` sizes take the preset's value."""
+
+    names: list[FeatureName] = Field(
+        default=["log_mel", "mfcc", "energy"],
+        description="Features to compute, each a `[features, frames]` array: `spectrogram` "
+        "(linear STFT, `n_fft/2+1` rows), `log_mel` (`n_mels` rows, dB), `mfcc` (`n_mfcc` rows, "
+        "×(1+`deltas`)), `energy` (rows `rms`, `log_energy`), `zcr` (1 row, fraction).",
+        examples=[["log_mel", "mfcc", "energy"]],
+        max_length=16,
+    )
+    preset: FeaturePreset = Field(
+        default="default",
+        description="`default`: 25 ms Hann window, 10 ms hop (100 frames/s), FFT size the next "
+        "power of two, reflect padding, 80 Slaney mel bands 0 Hz–Nyquist, log-mel in dB "
+        "(floor −100 dB), 13 MFCC (orthonormal DCT-II of the dB log-mel, c0 kept). `librosa`: "
+        "librosa's defaults — n_fft 2048, hop 512, zero padding, 128 mels, `power_to_db` with "
+        "top_db 80, 20 MFCC — equal to `librosa.feature.melspectrogram` / `mfcc`.",
+        examples=["default"],
+    )
+    win_ms: float | None = Field(
+        default=None,
+        ge=1.0,
+        le=500.0,
+        description="Analysis window, ms. null: the preset's (default 25).",
+        examples=[25.0],
+    )
+    hop_ms: float | None = Field(
+        default=None,
+        ge=1.0,
+        le=500.0,
+        description="Hop between frames, ms; the frame rate is 1000/hop_ms Hz. null: the "
+        "preset's (default 10).",
+        examples=[10.0],
+    )
+    n_mels: int | None = Field(
+        default=None,
+        ge=1,
+        le=512,
+        description="Mel bands. null: the preset's (default 80).",
+        examples=[80],
+    )
+    n_mfcc: int | None = Field(
+        default=None,
+        ge=1,
+        le=512,
+        description="MFCC coefficients (≤ n_mels). null: the preset's (default 13).",
+        examples=[13],
+    )
+    f_min: float = Field(default=0.0, ge=0.0, description="Lowest mel edge, Hz.", examples=[0.0])
+    f_max: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="Highest mel edge, Hz (≤ target_sample_rate/2). null: Nyquist.",
+        examples=[8000.0],
+    )
+    deltas: Literal[0, 1, 2] = Field(
+        default=0,
+        description="MFCC regression coefficients to append: 0 none, 1 Δ, 2 Δ and ΔΔ "
+        "(HTK formula over ±2 frames).",
+        examples=[2],
+    )
+    spectrogram_scale: Literal["magnitude", "power", "db"] = Field(
+        default="db", description="Scale of the `spectrogram` feature.", examples=["db"]
+    )
+    normalize: Literal["none", "cmn", "cmvn"] = Field(
+        default="none",
+        description="Per-utterance normalization of every feature row over frames: `cmn` "
+        "subtracts the mean, `cmvn` also divides by the standard deviation.",
+        examples=["none"],
+    )
+    aggregate: bool = Field(
+        default=False,
+        description="Add utterance-level functionals per row (mean, std, min, max) as `stats`.",
+        examples=[False],
+    )
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> FeatureOptions:
+        if len(set(self.names)) != len(self.names):
+            raise ValueError("features.names lists a feature more than once")
+        if self.win_ms is not None and self.hop_ms is not None and self.hop_ms > self.win_ms:
+            raise ValueError(
+                f"features.hop_ms ({self.hop_ms}) must not exceed features.win_ms ({self.win_ms})"
+            )
+        if self.n_mels is not None and self.n_mfcc is not None and self.n_mfcc > self.n_mels:
+            raise ValueError(
+                f"features.n_mfcc ({self.n_mfcc}) must not exceed features.n_mels ({self.n_mels})"
+            )
+        if self.f_max is not None and self.f_min >= self.f_max:
+            raise ValueError(
+                f"features.f_min ({self.f_min} Hz) must be below features.f_max ({self.f_max} Hz)"
+            )
+        return self
+
+
+ChannelIndex = Annotated[int, Field(ge=0, le=63)]
+
+
+class ProcessingOptions(_Options):
+    """How to process one recording. Every field has a default that suits speech ML; every
+    field is part of the result id, so different options never share a cached result."""
+
+    target_sample_rate: int = Field(
+        default=16000,
+        ge=4000,
+        le=192000,
+        description="Output sampling rate, Hz (anti-aliased sinc resampling).",
+        examples=[16000],
+    )
+    channels: Literal["mono", "keep"] | ChannelIndex = Field(
+        default="mono",
+        description="`mono` averages the channels, `keep` keeps them all, an integer picks one "
+        "channel (0-based).",
+        examples=["mono"],
+    )
+    loudness: LoudnessOptions = Field(default_factory=LoudnessOptions)
+    features: FeatureOptions = Field(default_factory=FeatureOptions)
+
+    @model_validator(mode="after")
+    def _check_nyquist(self) -> ProcessingOptions:
+        nyquist = self.target_sample_rate / 2
+        if self.features.f_max is not None and self.features.f_max > nyquist:
+            raise ValueError(
+                f"features.f_max ({self.features.f_max} Hz) exceeds the Nyquist frequency "
+                f"({nyquist:g} Hz) of target_sample_rate {self.target_sample_rate}"
+            )
+        if self.features.f_min >= nyquist:
+            raise ValueError(
+                f"features.f_min ({self.features.f_min} Hz) must be below the Nyquist frequency "
+                f"({nyquist:g} Hz)"
+            )
+        return self
+
+    def canonical_json(self) -> str:
+        """Every option, defaults included, as compact JSON with sorted keys (the cache key)."""
+        import json
+
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))

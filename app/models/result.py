@@ -1,0 +1,116 @@
+"""Response schemas (documentation of what the routers return; bodies are serialized directly)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from app.models.options import ProcessingOptions
+
+
+class InputReport(BaseModel):
+    format: str = Field(description="Container detected from the bytes.", examples=["mp3"])
+    codec: str = Field(description="Audio codec.", examples=["mp3"])
+    sample_rate: int = Field(description="Native sampling rate, Hz.", examples=[44100])
+    channels: int = Field(description="Channels in the input.", examples=[2])
+    duration_s: float = Field(description="Decoded duration, seconds.", examples=[12.31])
+
+
+class OutputReport(BaseModel):
+    sample_rate: int = Field(description="Output sampling rate, Hz.", examples=[16000])
+    channels: int = Field(description="Output channels.", examples=[1])
+    duration_s: float = Field(description="Output duration, seconds.", examples=[12.31])
+    loudness_lufs: float | None = Field(
+        description="BS.1770-4 integrated loudness after normalization, LUFS (null: silence).",
+        examples=[-23.0],
+    )
+    peak_dbfs: float | None = Field(
+        description="Sample peak after normalization, dBFS (null: silence).", examples=[-1.0]
+    )
+    gain_db: float = Field(
+        description="Gain applied by loudness normalization, dB.", examples=[4.8]
+    )
+
+
+class QualityReport(BaseModel):
+    clipping_ratio: float = Field(
+        description="Fraction of input samples at or above 0.999 of full scale.", examples=[0.0]
+    )
+    dc_offset: float = Field(
+        description="Largest per-channel mean of the input (removed), full scale = 1.",
+        examples=[0.0001],
+    )
+    input_loudness_lufs: float | None = Field(
+        description="Integrated loudness before the gain, LUFS (null: below −70 LUFS).",
+        examples=[-27.8],
+    )
+    silent: bool = Field(description="The input is silent and was not amplified.", examples=[False])
+
+
+class FeatureReport(BaseModel):
+    shape: list[int] = Field(
+        description="`[features, frames]` (channels first when kept).", examples=[[13, 1231]]
+    )
+    frame_rate_hz: float = Field(
+        description="Frames per second; frame t is centred at t/rate s.", examples=[100.0]
+    )
+    unit: str = Field(description="Unit of the values.", examples=["dB"])
+    rows: list[str] | None = Field(
+        default=None,
+        description="Row labels, when rows are named.",
+        examples=[["rms", "log_energy"]],
+    )
+    data: list[list[float]] | None = Field(
+        default=None, description="The values, `data[feature][frame]`."
+    )
+    stats: dict[str, list[float]] | None = Field(
+        default=None, description="Per-row functionals (mean, std, min, max) with `aggregate`."
+    )
+
+
+class StepTiming(BaseModel):
+    name: str = Field(examples=["decode"])
+    ms: float = Field(description="Wall time of the step, ms.", examples=[3.1])
+
+
+class ProcessResponse(BaseModel):
+    """The result of processing one recording."""
+
+    id: str = Field(
+        description="Result id: same bytes + same options → same id.",
+        examples=["3f9a0c7e5b1d4e2f8a6b9c0d1e2f3a4b"],
+    )
+    content_sha256: str = Field(description="SHA-256 of the uploaded bytes.")
+    cached: bool = Field(description="Served from the cache without running the pipeline.")
+    pipeline_version: str
+    input: InputReport
+    output: OutputReport
+    quality: QualityReport
+    features: dict[str, FeatureReport]
+    steps: list[StepTiming]
+    warnings: list[str] = Field(
+        description="Anything the client should know: skipped or bounded "
+        "steps, clipping, a bypassed cache."
+    )
+    options: ProcessingOptions = Field(description="The options used, defaults filled in.")
+
+
+class HealthResponse(BaseModel):
+    status: str = Field(examples=["ok"])
+
+
+class ReadyResponse(BaseModel):
+    status: str = Field(
+        description="`ok`, or `degraded` when a dependency is down.", examples=["ok"]
+    )
+    checks: dict[str, str] = Field(examples=[{"cache": "redis: ok", "storage": "local: ok"}])
+    device: str = Field(examples=["cpu"])
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem detail (media type application/problem+json)."""
+
+    type: str = Field(examples=["https://audioproc.dev/problems/unsupported_format"])
+    title: str = Field(examples=["Not a supported audio format"])
+    status: int = Field(examples=[415])
+    detail: str = Field(examples=["The upload looks like a PNG image, not audio."])
+    code: str = Field(examples=["unsupported_format"])

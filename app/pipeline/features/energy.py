@@ -1,0 +1,29 @@
+"""Frame energy: RMS amplitude and log energy."""
+
+from __future__ import annotations
+
+import torch
+
+from app.pipeline.features.frames import FrameSpec, frame_signal
+
+#: Floor under frame energy before the logarithm.
+ENERGY_FLOOR = 1e-10
+
+
+def frame_energy(samples: torch.Tensor, frames: FrameSpec) -> torch.Tensor:
+    """RMS and log energy of each (un-windowed) frame.
+
+    Args:
+        samples: tensor of shape ``(..., time)``, full scale = 1.0.
+        frames: the framing (``win_length`` samples per frame, centred).
+
+    Returns:
+        Tensor of shape ``(..., 2, frame)``: row 0 is the RMS amplitude (full scale = 1.0),
+        row 1 the log energy ``ln(max(Σ x², 1e-10))`` of the frame's samples (Kaldi's
+        ``log_energy`` without dither or pre-emphasis).
+    """
+    framed = frame_signal(samples, frames)
+    energy = framed.square().sum(dim=-1)
+    rms = (energy / frames.win_length).sqrt()
+    log_energy = energy.clamp_min(ENERGY_FLOOR).log()
+    return torch.stack([rms, log_energy], dim=-2)

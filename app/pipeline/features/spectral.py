@@ -1,0 +1,188 @@
+"""Spectral features: STFT power, linear spectrogram, log-mel spectrogram, MFCC and deltas.
+
+Each feature takes the precomputed power spectrogram (``power=``), so one STFT per request serves
+every feature and the loudness measurement.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+import torch
+import torchaudio.functional as AF
+
+from app.pipeline.features.frames import FrameSpec
+
+SpectrogramScale = Literal["magnitude", "power", "db"]
+MelScale = Literal["slaney", "htk"]
+
+#: Floor under power values before the logarithm (−100 dB).
+POWER_FLOOR = 1e-10
+
+
+def stft_power(samples: torch.Tensor, frames: FrameSpec) -> torch.Tensor:
+    """One-sided power spectrogram ``|STFT|²`` with a periodic Hann window.
+
+    Args:
+        samples: tensor of shape ``(..., time)``, full scale = 1.0.
+        frames: the framing (centred frames, ``frames.pad_mode`` at the edges).
+
+    Returns:
+        Tensor of shape ``(..., n_fft // 2 + 1, frame)``, unnormalized (a full-scale sine of
+        amplitude 1 peaks at ``(sum(window) / 2)²``).
+    """
+    shape = samples.shape
+    flat = samples.reshape(-1, shape[-1])
+    pad_mode = frames.pad_mode if frames.n_fft // 2 < shape[-1] else "constant"
+    spec = torch.stft(
+        flat,
+        n_fft=frames.n_fft,
+        hop_length=frames.hop_length,
+        win_length=frames.win_length,
+        window=frames.window(samples.device),
+        center=True,
+        pad_mode=pad_mode,
+        return_complex=True,
+    )
+    power = spec.real.square() + spec.imag.square()
+    return power.reshape(*shape[:-1], *power.shape[-2:])
+
+
+def spectrogram(power: torch.Tensor, scale: SpectrogramScale = "db") -> torch.Tensor:
+    """Linear-frequency spectrogram from a power spectrogram.
+
+    Args:
+        power: power spectrogram, shape ``(..., freq, frame)``.
+        scale: ``"magnitude"`` (``|X|``), ``"power"`` (``|X|²``) or ``"db"``
+            (``10·log10(max(|X|², 1e-10))``).
+
+    Returns:
+        Tensor of the same shape as ``power``.
+    """
+    if scale == "power":
+        return power
+    if scale == "magnitude":
+        return power.sqrt()
+    return power_to_db(power)
+
+
+def power_to_db(power: torch.Tensor, top_db: float | None = None) -> torch.Tensor:
+    """``10·log10(max(power, 1e-10))``, optionally clamped to ``top_db`` below the maximum.
+
+    Args:
+        power: tensor of any shape ``(..., freq, frame)``.
+        top_db: when set, values more than ``top_db`` dB below the maximum of each
+            ``(freq, frame)`` matrix are raised to that floor (librosa's ``power_to_db``).
+    """
+    db = 10.0 * torch.log10(power.clamp_min(POWER_FLOOR))
+    if top_db is not None:
+        peak = db.amax(dim=(-2, -1), keepdim=True)
+        db = torch.maximum(db, peak - top_db)
+    return db
+
+
+@lru_cache(maxsize=32)
+def mel_filterbank(
+    sample_rate: int,
+    n_fft: int,
+    n_mels: int,
+    f_min: float,
+    f_max: float,
+    mel_scale: MelScale,
+    device: torch.device,
+) -> torch.Tensor:
+    """Triangular mel filters with Slaney area normalization, shape ``(n_mels, n_fft // 2 + 1)``.
+
+    With ``mel_scale="slaney"`` this is ``librosa.filters.mel`` (its defaults), cached per
+    parameter set and device.
+    """
+    bank = AF.melscale_fbanks(
+        n_freqs=n_fft // 2 + 1,
+        f_min=f_min,
+        f_max=f_max,
+        n_mels=n_mels,
+        sample_rate=sample_rate,
+        norm="slaney",
+        mel_scale=mel_scale,
+    )
+    return bank.T.contiguous().to(device)
+
+
+def log_mel(
+    power: torch.Tensor,
+    *,
+    frames: FrameSpec,
+    n_mels: int = 80,
+    f_min: float = 0.0,
+    f_max: float | None = None,
+    mel_scale: MelScale = "slaney",
+    top_db: float | None = None,
+) -> torch.Tensor:
+    """Log-mel spectrogram in dB.
+
+    Args:
+        power: power spectrogram from :func:`stft_power`, shape ``(..., n_fft // 2 + 1, frame)``.
+        frames: the framing ``power`` was computed with (for ``sample_rate`` and ``n_fft``).
+        n_mels: number of mel bands. Default 80.
+        f_min: lowest filter edge, Hz. Default 0.
+        f_max: highest filter edge, Hz. Default ``sample_rate / 2``.
+        mel_scale: ``"slaney"`` (librosa's default) or ``"htk"``.
+        top_db: optional dynamic-range clamp, dB below the maximum (librosa uses 80).
+
+    Returns:
+        Tensor of shape ``(..., n_mels, frame)``: ``10·log10(max(mel power, 1e-10))``, dB
+        relative to a full-scale power of 1.
+    """
+    bank = mel_filterbank(
+        frames.sample_rate,
+        frames.n_fft,
+        n_mels,
+        float(f_min),
+        float(f_max if f_max is not None else frames.sample_rate / 2),
+        mel_scale,
+        power.device,
+    )
+    return power_to_db(torch.matmul(bank, power), top_db=top_db)
+
+
+@lru_cache(maxsize=32)
+def _dct_matrix(n_mfcc: int, n_mels: int, device: torch.device) -> torch.Tensor:
+    return AF.create_dct(n_mfcc, n_mels, norm="ortho").T.contiguous().to(device)
+
+
+def mfcc(log_mel_db: torch.Tensor, *, n_mfcc: int = 13) -> torch.Tensor:
+    """Mel-frequency cepstral coefficients: orthonormal DCT-II of a dB log-mel spectrogram.
+
+    This is ``librosa.feature.mfcc``'s definition (``dct_type=2, norm="ortho"``, no liftering);
+    coefficient 0 is kept (it tracks the frame's log energy).
+
+    Args:
+        log_mel_db: log-mel spectrogram in dB, shape ``(..., n_mels, frame)``.
+        n_mfcc: number of coefficients (≤ ``n_mels``). Default 13.
+
+    Returns:
+        Tensor of shape ``(..., n_mfcc, frame)``.
+    """
+    dct = _dct_matrix(n_mfcc, log_mel_db.shape[-2], log_mel_db.device)
+    return torch.matmul(dct, log_mel_db)
+
+
+def with_deltas(features: torch.Tensor, order: int, win_length: int = 5) -> torch.Tensor:
+    """Append Δ (and ΔΔ) regression coefficients along the feature axis.
+
+    The HTK/Kaldi regression formula over ``win_length`` frames (default 5, i.e. ±2), with the
+    edge frames replicated.
+
+    Args:
+        features: tensor of shape ``(..., feature, frame)``.
+        order: 0 (unchanged), 1 (append Δ) or 2 (append Δ and ΔΔ).
+        win_length: regression window, frames (odd, ≥ 3).
+
+    Returns:
+        Tensor of shape ``(..., feature * (order + 1), frame)``.
+    """
+    parts = [features]
+    for _ in range(order):
+        parts.append(AF.compute_deltas(parts[-1], win_length=win_length, mode="replicate"))
+    return torch.cat(parts, dim=-2)

@@ -1,0 +1,1 @@
+"""Thin HTTP layer: parse, call the services, serialize. No signal processing here."""

@@ -1,0 +1,1 @@
+"""I/O adapters behind small protocols, each with an embedded default."""

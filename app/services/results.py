@@ -1,0 +1,296 @@
+"""Results: the stored form of one processed recording, and the service that makes and finds them.
+
+A result is kept as one *bundle*: a zip of ``.npy`` arrays (an NPZ) holding every feature, the
+processed audio and a ``meta`` array of UTF-8 JSON. The same bundle goes to the cache and to
+storage, so either can serve ``GET /features/{id}`` and ``GET /features/{id}/audio``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import anyio
+import numpy as np
+import orjson
+import soundfile as sf
+
+from app import metrics
+from app.errors import DependencyUnavailable, InvalidRequest, NotFound
+from app.models.options import ProcessingOptions
+from app.pipeline.features.normalization import FUNCTIONALS
+from app.pipeline.runner import PIPELINE_VERSION, Pipeline, PipelineResult
+from app.services.cache import CacheUnavailable, ResultCache
+from app.services.storage import ResultStorage
+
+AudioEncoding = Literal["pcm16", "float32"]
+
+
+def result_id(content_sha256: str, options: ProcessingOptions) -> str:
+    """The result id: 32 hex digits of SHA-256 over pipeline version, content hash and options."""
+    key = f"{PIPELINE_VERSION}\n{content_sha256}\n{options.canonical_json()}"
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if np.isfinite(value) else None
+
+
+@dataclass
+class StoredResult:
+    """One processed recording: JSON-able metadata, feature arrays and the processed audio.
+
+    Attributes:
+        meta: id, content hash, input/output/quality reports, steps, warnings, options and, per
+            feature, ``{shape, frame_rate_hz, unit, rows}``.
+        arrays: feature arrays ``[features, frames]`` by name, plus ``<name>_stats``
+            (``[features, 4]``: mean, std, min, max) when aggregation was asked for.
+        audio: processed samples, float32, shape ``(channel, time)``.
+    """
+
+    meta: dict[str, Any]
+    arrays: dict[str, np.ndarray]
+    audio: np.ndarray
+
+    @property
+    def id(self) -> str:
+        return str(self.meta["id"])
+
+    @classmethod
+    def from_pipeline(
+        cls, result: PipelineResult, *, id: str, content_sha256: str, options: ProcessingOptions
+    ) -> StoredResult:
+        arrays: dict[str, np.ndarray] = {}
+        features_meta: dict[str, Any] = {}
+        for name, feature in result.features.items():
+            data = feature.data.detach().cpu().numpy().astype(np.float32, copy=False)
+            arrays[name] = data
+            features_meta[name] = {
+                "shape": list(data.shape),
+                "frame_rate_hz": feature.frame_rate_hz,
+                "unit": feature.unit,
+                **({"rows": feature.rows} if feature.rows else {}),
+            }
+            if feature.stats is not None:
+                stats = np.stack(
+                    [feature.stats[k].detach().cpu().numpy() for k in FUNCTIONALS], axis=-1
+                )
+                arrays[f"{name}_stats"] = stats.astype(np.float32, copy=False)
+        out, quality = result.output, result.quality
+        meta = {
+            "id": id,
+            "content_sha256": content_sha256,
+            "pipeline_version": PIPELINE_VERSION,
+            "input": {
+                "format": result.input.format,
+                "codec": result.input.codec,
+                "sample_rate": result.input.sample_rate,
+                "channels": result.input.channels,
+                "duration_s": result.input.duration_s,
+            },
+            "output": {
+                "sample_rate": out.sample_rate,
+                "channels": out.channels,
+                "duration_s": out.duration_s,
+                "loudness_lufs": _finite_or_none(round(out.loudness_lufs, 3)),
+                "peak_dbfs": _finite_or_none(round(out.peak_dbfs, 3)),
+                "gain_db": out.gain_db,
+            },
+            "quality": {
+                "clipping_ratio": round(quality.clipping_ratio, 6),
+                "dc_offset": round(quality.dc_offset, 6),
+                "input_loudness_lufs": _finite_or_none(round(quality.input_loudness_lufs, 3)),
+                "silent": quality.silent,
+            },
+            "features": features_meta,
+            "steps": [{"name": name, "ms": round(ms, 3)} for name, ms in result.steps],
+            "warnings": list(result.warnings),
+            "options": options.model_dump(mode="json"),
+        }
+        audio = result.audio.samples.detach().cpu().numpy().astype(np.float32, copy=False)
+        return cls(meta, arrays, audio)
+
+    # -- selection -------------------------------------------------------------------------
+    def select(self, names: Iterable[str] | None) -> list[str]:
+        """Feature names to return; ``None`` means all. Unknown names are a 400."""
+        available = list(self.meta["features"])
+        if names is None:
+            return available
+        wanted = list(names)
+        missing = [n for n in wanted if n not in self.meta["features"]]
+        if missing:
+            raise InvalidRequest(
+                f"Result {self.id} has no feature(s) {', '.join(missing)}; it has "
+                f"{', '.join(available) or 'none'}. Ask for those, or process again with the "
+                "features you need."
+            )
+        return wanted
+
+    # -- serializations --------------------------------------------------------------------
+    def to_json(self, *, cached: bool, names: Iterable[str] | None = None) -> bytes:
+        """The JSON response body; feature data as nested lists, ``[features][frames]``."""
+        selected = self.select(names)
+        features = {}
+        for name in selected:
+            entry = dict(self.meta["features"][name])
+            entry["data"] = self.arrays[name]
+            stats = self.arrays.get(f"{name}_stats")
+            if stats is not None:
+                entry["stats"] = {k: stats[..., i] for i, k in enumerate(FUNCTIONALS)}
+            features[name] = entry
+        body = {**self.meta, "cached": cached, "features": features}
+        return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+
+    def to_npz(self, *, cached: bool, names: Iterable[str] | None = None) -> bytes:
+        """The NPZ response body: one array per feature (and ``<name>_stats``), plus ``meta``
+        (UTF-8 JSON bytes as ``uint8``). Uncompressed: the response favours latency."""
+        selected = self.select(names)
+        meta = {
+            **self.meta,
+            "cached": cached,
+            "features": {n: self.meta["features"][n] for n in selected},
+        }
+        arrays = {n: self.arrays[n] for n in selected}
+        arrays.update(
+            {
+                f"{n}_stats": self.arrays[f"{n}_stats"]
+                for n in selected
+                if f"{n}_stats" in self.arrays
+            }
+        )
+        return _write_npz({**arrays, "meta": _json_array(meta)}, compress=False)
+
+    def to_wav(self, encoding: AudioEncoding = "pcm16") -> bytes:
+        """The processed audio as a WAV file (16-bit PCM, or 32-bit float)."""
+        buffer = io.BytesIO()
+        subtype = "PCM_16" if encoding == "pcm16" else "FLOAT"
+        sf.write(
+            buffer, self.audio.T, self.meta["output"]["sample_rate"], format="WAV", subtype=subtype
+        )
+        return buffer.getvalue()
+
+    def to_bundle(self) -> bytes:
+        """The storage form: compressed NPZ of every array, the audio and the metadata."""
+        return _write_npz(
+            {**self.arrays, "audio": self.audio, "meta": _json_array(self.meta)}, compress=True
+        )
+
+    @classmethod
+    def from_bundle(cls, data: bytes) -> StoredResult:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        meta = json.loads(arrays.pop("meta").tobytes())
+        audio = arrays.pop("audio")
+        return cls(meta, arrays, audio)
+
+
+def _json_array(value: Any) -> np.ndarray:
+    return np.frombuffer(orjson.dumps(value), dtype=np.uint8)
+
+
+def _write_npz(arrays: dict[str, np.ndarray], *, compress: bool) -> bytes:
+    """An NPZ (a zip of ``.npy`` files), deflated at level 1 when ``compress`` (fast)."""
+    buffer = io.BytesIO()
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zipfile.ZipFile(
+        buffer, "w", compression=method, compresslevel=1 if compress else None
+    ) as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+class ResultService:
+    """Makes results (cache → storage → pipeline) and finds them again by id."""
+
+    def __init__(
+        self,
+        *,
+        pipeline: Pipeline,
+        cache: ResultCache,
+        storage: ResultStorage,
+        concurrency: int,
+    ) -> None:
+        self.pipeline = pipeline
+        self.cache = cache
+        self.storage = storage
+        self.limiter = anyio.CapacityLimiter(concurrency)
+
+    async def _cache_get(self, key: str, warnings: list[str]) -> bytes | None:
+        try:
+            value = await self.cache.get(key)
+        except CacheUnavailable as exc:
+            metrics.CACHE_ERRORS.labels("get").inc()
+            warnings.append(f"The cache is unavailable and was bypassed ({exc}).")
+            return None
+        return value
+
+    async def process(
+        self, data: bytes, options: ProcessingOptions
+    ) -> tuple[StoredResult, bool, Callable[[], Awaitable[None]] | None]:
+        """Return ``(result, cached, persist)``.
+
+        ``persist`` (``None`` for a cached result) writes a new result to cache and storage; the
+        router runs it after the response is sent, so it adds nothing to the latency.
+        """
+        content_sha256 = await anyio.to_thread.run_sync(lambda: hashlib.sha256(data).hexdigest())
+        key = result_id(content_sha256, options)
+        warnings: list[str] = []
+        found = await self._cache_get(key, warnings)
+        if found is None:
+            found = await self.storage.get(key)
+        if found is not None:
+            metrics.CACHE_LOOKUPS.labels("hit").inc()
+            return StoredResult.from_bundle(found), True, None
+        metrics.CACHE_LOOKUPS.labels("error" if warnings else "miss").inc()
+        run = await anyio.to_thread.run_sync(self.pipeline.run, data, options, limiter=self.limiter)
+        for name, ms in run.steps:
+            metrics.PIPELINE_STEP_SECONDS.labels(name).observe(ms / 1000.0)
+        metrics.AUDIO_SECONDS.inc(run.input.duration_s)
+        result = StoredResult.from_pipeline(
+            run, id=key, content_sha256=content_sha256, options=options
+        )
+        result.meta["warnings"].extend(warnings)
+
+        async def persist() -> None:
+            bundle = await anyio.to_thread.run_sync(result.to_bundle)
+            await self.storage.put(key, bundle)
+            try:
+                await self.cache.set(key, bundle)
+            except CacheUnavailable:
+                metrics.CACHE_ERRORS.labels("set").inc()
+
+        return result, False, persist
+
+    async def get(self, key: str) -> StoredResult:
+        """The stored result ``key``, from the cache or else from storage."""
+        if not key.isalnum() or len(key) != 32:
+            raise NotFound(f"No result has the id {key!r}; ids are 32 hexadecimal digits.")
+        found = await self._cache_get(key, [])
+        if found is None:
+            found = await self.storage.get(key)
+        if found is None:
+            raise NotFound(
+                f"No result has the id {key}. It may have expired; POST the recording to "
+                "/process again."
+            )
+        return StoredResult.from_bundle(found)
+
+    async def delete(self, key: str) -> None:
+        """Erase result ``key`` from the cache and from storage."""
+        await self.get(key)
+        try:
+            await self.cache.delete(key)
+        except CacheUnavailable as exc:
+            metrics.CACHE_ERRORS.labels("delete").inc()
+            raise DependencyUnavailable(
+                f"The cache cannot be reached, so result {key} cannot be erased everywhere yet. "
+                "Retry the DELETE."
+            ) from exc
+        await self.storage.delete(key)
