@@ -67,9 +67,7 @@ def _problem_response(
     body: dict[str, Any], headers: dict[str, str] | None = None
 ) -> ProblemResponse:
     metrics.REJECTED_INPUTS.labels(body["code"]).inc()
-    return ORJSONResponse(
-        body, status_code=body["status"], media_type=PROBLEM_MEDIA_TYPE, headers=headers
-    )
+    return ProblemResponse(body, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
