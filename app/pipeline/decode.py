@@ -28,6 +28,9 @@ from app.errors import (
 )
 from app.pipeline.audio import Audio, InputInfo
 
+#: Most trailing samples an encoder may add past the declared duration (a few codec frames).
+MAX_CODEC_PADDING = 8192
+
 SOUNDFILE_FORMATS = frozenset({"wav", "flac", "ogg", "aiff", "au", "caf"})
 
 _NOT_AUDIO_MAGIC: tuple[tuple[bytes, str], ...] = (
@@ -251,6 +254,11 @@ def _decode_pyav(
         claimed_s = float(container.duration / 1e6) if container.duration else 0.0
         _check_limits(rate, channels, claimed_s * rate, limits)
         max_frames = int(limits.max_duration_s * rate)
+        declared = (
+            round(float(stream.duration * stream.time_base) * rate)
+            if stream.duration and stream.time_base
+            else None
+        )
         resampler = av.AudioResampler(format="fltp", layout=stream.layout.name, rate=rate)
         chunks: list[np.ndarray] = []
         total = 0
@@ -282,4 +290,8 @@ def _decode_pyav(
     if fmt is None:
         fmt = container.format.name.split(",")[0]
     samples = np.concatenate(chunks, axis=1) if chunks else np.zeros((channels, 0), np.float32)
+    if declared is not None and 0 < samples.shape[1] - declared <= MAX_CODEC_PADDING:
+        # Encoders pad the last frame (AAC: up to 1023 samples); the container's duration says
+        # where the signal really ends.
+        samples = samples[:, :declared]
     return np.ascontiguousarray(samples, dtype=np.float32), rate, codec, fmt

@@ -1,0 +1,410 @@
+"""Benchmark the audioproc pipeline on 60 s of real speech, against the librosa equivalent.
+
+Three measurements on the same 60 s, 44.1 kHz stereo PCM16 WAV (built from the speech clips in
+``../shared/data/speech``, outside the timed region), all on one CPU thread:
+
+(a) in-process: ``Pipeline(cpu).run(wav, options)`` after ``warmup()``, with the per-step times
+    the pipeline reports (decode / normalize / features);
+(b) HTTP: ``POST /process?format=npz`` to a real uvicorn server started here on 127.0.0.1
+    (``TORCH_THREADS=1``, a temporary ``STORAGE_DIR``); every request carries different bytes
+    (one sample's LSB flipped) so the pipeline runs each time, never the cache;
+(c) librosa: ``librosa.load(sr=16000, mono=True)`` + pyloudnorm to −23 LUFS + STFT power, mel,
+    dB, MFCC + Δ + ΔΔ, RMS and ZCR with the same 25 ms / 10 ms framing.
+
+Our side computes ``log_mel``, ``mfcc`` (13 + Δ + ΔΔ), ``energy`` and ``zcr``, so the work matches.
+
+Usage::
+
+    python scripts/bench_pipeline.py [--repeats N] [--markdown PATH] [--profile]
+"""
+
+from __future__ import annotations
+
+import os
+
+# One thread everywhere, before numpy / torch / numba are imported.
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import argparse  # noqa: E402
+import cProfile  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import pstats  # noqa: E402
+import socket  # noqa: E402
+import struct  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import soundfile as sf  # noqa: E402
+import torch  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+SPEECH = DATA / "speech"
+sys.path.insert(0, str(REPO))
+
+from app.models.options import ProcessingOptions  # noqa: E402
+from app.pipeline.decode import DecodeLimits  # noqa: E402
+from app.pipeline.runner import Pipeline  # noqa: E402
+
+torch.set_num_threads(1)
+torch.set_num_interop_threads(1)
+
+RATE = 44_100
+DURATION_S = 60.0
+HOST = "127.0.0.1"
+OPTIONS_JSON = {"features": {"names": ["log_mel", "mfcc", "energy", "zcr"], "deltas": 2}}
+SERVER_START_TIMEOUT_S = 180.0
+REQUEST_TIMEOUT_S = 120.0
+
+
+# -- input ------------------------------------------------------------------------------------
+def build_wav() -> tuple[bytes, int]:
+    """60 s of 44.1 kHz stereo PCM16 speech as WAV bytes, and the byte offset of its samples."""
+    from scipy.signal import resample_poly
+
+    clips = sorted(SPEECH.glob("*.ogg"))
+    if not clips:
+        raise SystemExit(f"no speech clips in {SPEECH}")
+    parts = []
+    for path in clips:
+        samples, rate = sf.read(path, dtype="float64", always_2d=True)
+        mono = samples.mean(axis=1)
+        g = np.gcd(rate, RATE)
+        parts.append(resample_poly(mono, RATE // g, rate // g))
+    speech = np.concatenate(parts)
+    total = int(DURATION_S * RATE)
+    speech = np.tile(speech, -(-total // speech.size))[:total]
+    delay = int(0.0003 * RATE)  # 0.3 ms, −1.9 dB: a plausible second microphone
+    right = 0.8 * np.concatenate([np.zeros(delay), speech[:-delay]])
+    stereo = np.stack([speech, right], axis=1)
+    stereo *= 0.5 / np.abs(stereo).max()
+    buffer = io.BytesIO()
+    sf.write(buffer, stereo, RATE, format="WAV", subtype="PCM_16")
+    wav = buffer.getvalue()
+    return wav, data_offset(wav)
+
+
+def data_offset(wav: bytes) -> int:
+    """Byte offset of the first sample in a RIFF/WAVE file."""
+    pos = 12
+    while pos + 8 <= len(wav):
+        chunk, size = wav[pos : pos + 4], struct.unpack_from("<I", wav, pos + 4)[0]
+        if chunk == b"data":
+            return pos + 8
+        pos += 8 + size + (size & 1)
+    raise ValueError("no data chunk")
+
+
+def variant(wav: bytes, offset: int, k: int) -> bytes:
+    """``wav`` with the LSB of sample ``k`` (interleaved) flipped: different content, same sound."""
+    data = bytearray(wav)
+    data[offset + 2 * k] ^= 1
+    return bytes(data)
+
+
+# -- statistics -------------------------------------------------------------------------------
+@dataclass
+class Timing:
+    name: str
+    ms: list[float]
+
+    @property
+    def min(self) -> float:
+        return float(np.min(self.ms))
+
+    @property
+    def median(self) -> float:
+        return float(np.median(self.ms))
+
+    @property
+    def p95(self) -> float:
+        return float(np.percentile(self.ms, 95))
+
+    @property
+    def realtime(self) -> float:
+        return DURATION_S * 1000.0 / self.median
+
+
+def time_calls(fn: Callable[[int], object], warmup: int, repeats: int) -> list[float]:
+    """Call ``fn(i)`` ``warmup`` times untimed, then ``repeats`` times timed; ms per call."""
+    for i in range(warmup):
+        fn(i)
+    out = []
+    for i in range(repeats):
+        start = time.perf_counter()
+        fn(warmup + i)
+        out.append((time.perf_counter() - start) * 1000.0)
+    return out
+
+
+# -- (a) in-process ---------------------------------------------------------------------------
+def bench_inprocess(
+    wav: bytes, warmup: int, repeats: int
+) -> tuple[Timing, list[Timing], Pipeline, ProcessingOptions]:
+    pipeline = Pipeline(torch.device("cpu"), DecodeLimits(max_duration_s=3600))
+    pipeline.warmup()
+    options = ProcessingOptions.model_validate(OPTIONS_JSON)
+    steps: dict[str, list[float]] = {}
+    totals: list[float] = []
+    for i in range(warmup + repeats):
+        start = time.perf_counter()
+        result = pipeline.run(wav, options)
+        elapsed = (time.perf_counter() - start) * 1000.0
+        if i < warmup:
+            continue
+        totals.append(elapsed)
+        for name, ms in result.steps:
+            steps.setdefault(name, []).append(ms)
+    shapes = {k: tuple(v.data.shape) for k, v in result.features.items()}
+    print(f"  ours: features {shapes}, output {result.output.loudness_lufs:.2f} LUFS")
+    step_timings = [Timing(f"  step: {name}", ms) for name, ms in steps.items()]
+    return Timing("in-process pipeline (a)", totals), step_timings, pipeline, options
+
+
+def profile_inprocess(pipeline: Pipeline, options: ProcessingOptions, wav: bytes) -> None:
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(5):
+        pipeline.run(wav, options)
+    profiler.disable()
+    for key, title in (("cumulative", "cumulative time"), ("tottime", "own time")):
+        stream = io.StringIO()
+        stats = pstats.Stats(profiler, stream=stream).strip_dirs().sort_stats(key)
+        stats.print_stats(25)
+        print(f"\n== cProfile, 5 in-process runs, top 25 by {title} ==")
+        text = stream.getvalue()
+        print(text[text.find("   ncalls") :].rstrip())
+
+
+# -- (b) HTTP ---------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def bench_http(wav: bytes, offset: int, warmup: int, repeats: int) -> Timing:
+    import httpx
+
+    port = free_port()
+    base = f"http://{HOST}:{port}"
+    with tempfile.TemporaryDirectory(prefix="audioproc-bench-") as tmp:
+        env = {
+            **os.environ,
+            "TORCH_THREADS": "1",
+            "STORAGE_DIR": str(Path(tmp) / "results"),
+            "MAX_DURATION_S": "3600",
+            "PYTHONPATH": str(REPO),
+        }
+        env.pop("REDIS_URL", None)
+        log_path = Path(tmp) / "server.log"
+        with open(log_path, "wb") as log:
+            server = subprocess.Popen(
+                [
+                    sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
+                    "--host", HOST, "--port", str(port), "--log-level", "warning",
+                ],
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        try:
+            with httpx.Client(base_url=base, timeout=REQUEST_TIMEOUT_S) as client:
+                wait_ready(client, server, log_path)
+                options = json.dumps(OPTIONS_JSON)
+                responses: list[httpx.Response] = []
+
+                def post(k: int) -> None:
+                    response = client.post(
+                        "/process",
+                        params={"format": "npz"},
+                        files={"file": ("speech.wav", variant(wav, offset, k), "audio/wav")},
+                        data={"options": options},
+                    )
+                    responses.append(response)
+
+                ms = time_calls(post, warmup, repeats)
+            check_responses(responses)
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+    return Timing("HTTP POST /process?format=npz (b)", ms)
+
+
+def wait_ready(client: object, server: subprocess.Popen[bytes], log_path: Path) -> None:
+    import httpx
+
+    assert isinstance(client, httpx.Client)
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(
+                f"server exited with {server.returncode}:\n{log_path.read_text()[-3000:]}"
+            )
+        try:
+            if client.get("/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"server not ready after {SERVER_START_TIMEOUT_S:g} s")
+
+
+def check_responses(responses: list[object]) -> None:
+    """Every response is a fresh (uncached) NPZ with the four features."""
+    for response in responses:
+        assert hasattr(response, "status_code") and hasattr(response, "content")
+        if response.status_code != 200:
+            raise RuntimeError(f"POST /process → {response.status_code}: {response.content[:500]!r}")
+        with np.load(io.BytesIO(response.content)) as npz:
+            meta = json.loads(npz["meta"].tobytes())
+            missing = {"log_mel", "mfcc", "energy", "zcr"} - set(npz.files)
+        if meta["cached"] or missing:
+            raise RuntimeError(f"unexpected response: cached={meta['cached']} missing={missing}")
+
+
+# -- (c) librosa ------------------------------------------------------------------------------
+def librosa_equivalent(wav: bytes) -> dict[str, np.ndarray]:
+    import librosa
+    import pyloudnorm
+
+    y, sr = librosa.load(io.BytesIO(wav), sr=16000, mono=True)
+    loudness = pyloudnorm.Meter(sr).integrated_loudness(y)
+    y = pyloudnorm.normalize.loudness(y, loudness, -23.0)
+    S = np.abs(librosa.stft(y, n_fft=512, hop_length=160, win_length=400)) ** 2
+    mel = librosa.feature.melspectrogram(S=S, sr=sr, n_mels=80)
+    logmel = librosa.power_to_db(mel)
+    mfcc = librosa.feature.mfcc(S=logmel, n_mfcc=13)
+    d1 = librosa.feature.delta(mfcc, order=1)
+    d2 = librosa.feature.delta(mfcc, order=2)
+    rms = librosa.feature.rms(y=y, frame_length=400, hop_length=160)
+    zcr = librosa.feature.zero_crossing_rate(y, frame_length=400, hop_length=160)
+    return {"log_mel": logmel, "mfcc": np.concatenate([mfcc, d1, d2]), "rms": rms, "zcr": zcr}
+
+
+def bench_librosa(wav: bytes, warmup: int, repeats: int) -> Timing:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pyloudnorm warns when a sample would clip
+        shapes = {k: v.shape for k, v in librosa_equivalent(wav).items()}
+        print(f"  librosa: features {shapes}")
+        ms = time_calls(lambda _: librosa_equivalent(wav), warmup, repeats)
+    return Timing("librosa + pyloudnorm equivalent (c)", ms)
+
+
+# -- report -----------------------------------------------------------------------------------
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, torch "
+        f"{torch.__version__}, torch threads {torch.get_num_threads()}"
+    )
+
+
+def table(rows: list[Timing]) -> list[list[str]]:
+    out = [["measurement", "n", "min ms", "median ms", "p95 ms", "× real time"]]
+    for t in rows:
+        rt = f"{t.realtime:,.0f}×" if not t.name.startswith("  step") else ""
+        out.append(
+            [t.name, str(len(t.ms)), f"{t.min:.1f}", f"{t.median:.1f}", f"{t.p95:.1f}", rt]
+        )
+    return out
+
+
+def render_text(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for n, row in enumerate(rows):
+        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
+        lines.append("  ".join(cells))
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def render_markdown(rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "|".join(["---"] + ["--:"] * 5) + "|"]
+    for row in rows[1:]:
+        name = row[0].replace("  step: ", "↳ step: ")
+        lines.append("| " + " | ".join([name, *row[1:]]) + " |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--repeats", type=int, default=None,
+        help="timed repeats for every measurement (default 20 in-process, 20 HTTP, 10 librosa)",
+    )  # fmt: skip
+    parser.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
+    parser.add_argument("--markdown", type=Path, help="also write the table as markdown here")
+    parser.add_argument("--profile", action="store_true", help="cProfile 5 in-process runs")
+    parser.add_argument("--skip-http", action="store_true", help="no server, no HTTP timing")
+    args = parser.parse_args()
+    n_ours = args.repeats or 20
+    n_http = args.repeats or 20
+    n_librosa = args.repeats or 10
+
+    print(f"machine: {machine()}")
+    wav, offset = build_wav()
+    print(f"input: {DURATION_S:g} s, {RATE} Hz stereo PCM16 WAV, {len(wav) / 2**20:.1f} MiB")
+
+    print("(a) in-process …", flush=True)
+    ours, steps, pipeline, options = bench_inprocess(wav, args.warmup, n_ours)
+    rows = [ours, *steps]
+    http = None
+    if not args.skip_http:
+        print("(b) HTTP …", flush=True)
+        http = bench_http(wav, offset, args.warmup, n_http)
+        rows.append(http)
+    print("(c) librosa …", flush=True)
+    ref = bench_librosa(wav, args.warmup, n_librosa)
+    rows.append(ref)
+
+    cells = table(rows)
+    ratios = [f"librosa / ours in-process (median): {ref.median / ours.median:.2f}×"]
+    if http is not None:
+        ratios.append(f"librosa / HTTP round trip (median): {ref.median / http.median:.2f}×")
+    print()
+    print(render_text(cells))
+    print()
+    print("\n".join(ratios))
+
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        text = (
+            f"Machine: {machine()}. Input: {DURATION_S:g} s of speech, {RATE} Hz stereo PCM16 "
+            f"WAV.\n\n{render_markdown(cells)}\n\n" + "\n".join(f"- {r}" for r in ratios) + "\n"
+        )
+        args.markdown.write_text(text, encoding="utf-8")
+        print(f"markdown table written to {args.markdown}")
+
+    if args.profile:
+        profile_inprocess(pipeline, options, wav)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
