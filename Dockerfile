@@ -8,7 +8,7 @@
 # CUDA image: pass a CUDA runtime base that provides Python >= 3.11 with the venv module (for
 # example an nvidia/cuda:12.x-cudnn-runtime-ubuntu22.04 image with python3.11 + python3.11-venv
 # installed; Ubuntu 22.04's own python3 is 3.10, too old), the interpreter's name, and a
-# PyTorch CUDA wheel index matching that CUDA version:
+# PyTorch wheel index matching that CUDA version (download.pytorch.org/whl/cuXXX):
 #   docker build -t audioproc:cuda \
 #     --build-arg BASE_IMAGE=my-registry/cuda12-cudnn-runtime-py311:latest \
 #     --build-arg PYTHON=python3.11 \
@@ -26,13 +26,12 @@ FROM ${BASE_IMAGE} AS builder
 
 # The interpreter that creates the virtual environment (python3 in python:3.11-slim).
 ARG PYTHON=python3
-# Where torch/torchaudio come from: the CPU-only wheels by default (no CUDA libraries, ~5x
-# smaller); point it at e.g. https://download.pytorch.org/whl/cu128 for a CUDA build.
+# Where torch/torchaudio come from: the CPU-only wheels by default (no CUDA libraries, a
+# fraction of the size); for a CUDA build, a CUDA index (https://download.pytorch.org/whl/cuXXX).
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_NO_CACHE_DIR=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PIP_NO_CACHE_DIR=1
 
 RUN ${PYTHON} -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
@@ -46,14 +45,13 @@ RUN pip install --no-cache-dir --upgrade pip \
 
 WORKDIR /src
 COPY . .
+# Smoke check, from outside /src so that the installed package is the one imported: the
+# service and its native dependencies (torch, the bundled libsndfile and FFmpeg) load.
 RUN pip install --no-cache-dir . \
- && audioproc --help > /dev/null
+ && cd / && python -c "import app.main, app.cli, soundfile, av, torchaudio"
 
 # ---------------------------------------------------------------------------------------------
 FROM ${BASE_IMAGE} AS runtime
-
-ARG APP_UID=10001
-ARG APP_GID=10001
 
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -62,11 +60,11 @@ ENV PATH=/opt/venv/bin:$PATH \
 
 # A system user without a login shell or home-directory clutter; it owns /data (the results
 # volume) and nothing else.
-RUN groupadd --system --gid "${APP_GID}" audioproc \
- && useradd --system --uid "${APP_UID}" --gid "${APP_GID}" --no-create-home \
+RUN groupadd --system --gid 10001 audioproc \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home \
         --home-dir /nonexistent --shell /usr/sbin/nologin audioproc \
  && mkdir -p /data/results \
- && chown -R "${APP_UID}:${APP_GID}" /data
+ && chown -R 10001:10001 /data
 
 # The virtual environment refers to the base image's interpreter by path, which is the same in
 # both stages because both start from BASE_IMAGE.

@@ -12,6 +12,7 @@ import io
 import struct
 import time
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import soundfile as sf
@@ -32,6 +33,11 @@ from app.pipeline.audio import Audio, InputInfo
 MAX_CODEC_PADDING = 8192
 
 SOUNDFILE_FORMATS = frozenset({"wav", "flac", "ogg", "aiff", "au", "caf"})
+#: Containers whose payload may be a codec libsndfile lacks (MP3 in WAV, exotic ADPCM): when
+#: libsndfile fails on them, FFmpeg gets a chance. FLAC and Ogg/Vorbis errors are real damage.
+PAYLOAD_CONTAINERS = frozenset({"wav", "aiff", "caf"})
+#: A stream that decodes to less than this fraction of its declared duration is damaged.
+MIN_DECODED_FRACTION = 0.98
 
 _NOT_AUDIO_MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"\x89PNG", "a PNG image"),
@@ -133,6 +139,8 @@ def decode(data: bytes, limits: DecodeLimits | None = None) -> tuple[Audio, Inpu
         try:
             samples, rate, codec = _decode_soundfile(data, fmt, limits)
         except CorruptAudio as soundfile_error:
+            if fmt not in PAYLOAD_CONTAINERS:
+                raise
             # libsndfile does not know every payload a known container can carry (MP3 in WAV,
             # exotic ADPCM): FFmpeg gets a chance before the upload is called corrupt.
             try:
@@ -216,8 +224,11 @@ def _decode_soundfile(data: bytes, fmt: str, limits: DecodeLimits) -> tuple[np.n
             codec = "flac" if fmt == "flac" else f.subtype.lower()
             samples = f.read(dtype="float32", always_2d=True)
             rate = f.samplerate
-    except (sf.LibsndfileError, RuntimeError, ValueError, struct.error) as exc:
-        raise CorruptAudio(f"The {fmt.upper()} file cannot be decoded: {exc}.") from exc
+    except sf.LibsndfileError as exc:
+        reason = exc.error_string.rstrip(". ")
+        raise CorruptAudio(f"The {fmt.upper()} file cannot be decoded: {reason}.") from exc
+    except (RuntimeError, ValueError, struct.error) as exc:
+        raise CorruptAudio(f"The {fmt.upper()} file cannot be decoded.") from exc
     if fmt in ("flac", "ogg") and 0 < expected and samples.shape[0] < expected:
         raise CorruptAudio(
             f"The {fmt.upper()} file is truncated: {samples.shape[0]} of {expected} frames decode."
@@ -240,7 +251,7 @@ def _decode_pyav(
             ) from exc
         raise CorruptAudio(f"The {fmt.upper()} file cannot be opened: {exc}.") from exc
     with container:
-        streams = [s for s in container.streams if s.type == "audio"]
+        streams = container.streams.audio
         if not streams:
             if fmt is None:
                 raise UnsupportedFormat(
@@ -264,7 +275,7 @@ def _decode_pyav(
         total = 0
         try:
             for frame in container.decode(stream):
-                for out in resampler.resample(frame):
+                for out in resampler.resample(cast("av.AudioFrame", frame)):
                     chunk = out.to_ndarray()
                     chunks.append(chunk)
                     total += chunk.shape[1]
@@ -290,6 +301,12 @@ def _decode_pyav(
     if fmt is None:
         fmt = container.format.name.split(",")[0]
     samples = np.concatenate(chunks, axis=1) if chunks else np.zeros((channels, 0), np.float32)
+    expected = declared if declared is not None else round(claimed_s * rate)
+    if expected and samples.shape[1] < MIN_DECODED_FRACTION * expected - MAX_CODEC_PADDING:
+        raise CorruptAudio(
+            f"The {fmt.upper()} stream is damaged: {samples.shape[1] / rate:.2f} s of its "
+            f"{expected / rate:.2f} s decode. Upload the complete, undamaged file."
+        )
     if declared is not None and 0 < samples.shape[1] - declared <= MAX_CODEC_PADDING:
         # Encoders pad the last frame (AAC: up to 1023 samples); the container's duration says
         # where the signal really ends.

@@ -260,7 +260,8 @@ def loudness_gain(
     """
     if not math.isfinite(level) or not math.isfinite(peak):
         return GainDecision(0.0, None, True)
-    gain, limited_by = target - level, None
+    gain = target - level
+    limited_by: Literal["peak", "max_gain"] | None = None
     if gain > max_gain_db:
         gain, limited_by = max_gain_db, "max_gain"
     if peak + gain > peak_ceiling_dbfs:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from typing import Protocol
+from typing import Protocol, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -101,7 +101,7 @@ class RedisCache:
 
     async def get(self, key: str) -> bytes | None:
         try:
-            value: bytes | None = await self._client.get(self._key(key))
+            value = cast(bytes | None, await self._client.get(self._key(key)))
         except (RedisError, OSError) as exc:
             raise CacheUnavailable(f"Redis get failed: {exc}") from exc
         return value

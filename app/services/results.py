@@ -68,7 +68,7 @@ class StoredResult:
         arrays: dict[str, np.ndarray] = {}
         features_meta: dict[str, Any] = {}
         for name, feature in result.features.items():
-            data = feature.data.detach().cpu().numpy().astype(np.float32, copy=False)
+            data = np.ascontiguousarray(feature.data.detach().cpu().numpy(), dtype=np.float32)
             arrays[name] = data
             features_meta[name] = {
                 "shape": list(data.shape),
@@ -141,7 +141,9 @@ class StoredResult:
             entry["data"] = self.arrays[name]
             stats = self.arrays.get(f"{name}_stats")
             if stats is not None:
-                entry["stats"] = {k: stats[..., i] for i, k in enumerate(FUNCTIONALS)}
+                entry["stats"] = {
+                    k: np.ascontiguousarray(stats[..., i]) for i, k in enumerate(FUNCTIONALS)
+                }
             features[name] = entry
         body = {**self.meta, "cached": cached, "features": features}
         return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)

@@ -70,6 +70,12 @@ def _garble(data: bytes, start: float, length: int) -> bytes:
     return data[:at] + noise + data[at + length :]
 
 
+def _flip(data: bytes, start: float, length: int) -> bytes:
+    """Invert every bit of ``length`` bytes from the fraction ``start`` of the file."""
+    at = int(len(data) * start)
+    return data[:at] + bytes(b ^ 0xFF for b in data[at : at + length]) + data[at + length :]
+
+
 def _ogg_first_page(data: bytes) -> bytes:
     return data[: data.index(b"OggS", 4)]
 
@@ -107,13 +113,11 @@ BAD_FILES = [
     ),
     pytest.param(lambda: _wav()[:10_000], 422, "corrupt_audio", id="wav-truncated-data"),
     pytest.param(lambda: _wav()[:36], 422, "no_audio", id="wav-no-data-chunk"),
-    pytest.param(lambda: _wav()[:44], 422, "no_audio", id="wav-header-only"),
+    pytest.param(lambda: _wav()[:44], 422, "corrupt_audio", id="wav-header-only"),
     pytest.param(
         lambda: wav_bytes(np.zeros(0, np.float32), RATE), 422, "no_audio", id="wav-zero-frames"
     ),
-    pytest.param(
-        lambda: _patch(_wav(), 24, "<I", 0), 422, "invalid_audio_header", id="wav-0hz"
-    ),
+    pytest.param(lambda: _patch(_wav(), 24, "<I", 0), 422, "invalid_audio_header", id="wav-0hz"),
     pytest.param(
         lambda: _patch(_wav(), 22, "<H", 65535),
         422,
@@ -126,14 +130,12 @@ BAD_FILES = [
         "invalid_audio_header",
         id="wav-65535-channels-consistent",
     ),
-    pytest.param(
-        lambda: _patch(_wav(), 34, "<H", 0), 422, "invalid_audio_header", id="wav-0-bits"
-    ),
+    pytest.param(lambda: _patch(_wav(), 34, "<H", 0), 422, "invalid_audio_header", id="wav-0-bits"),
     pytest.param(_wav_nan, 422, "corrupt_audio", id="wav-float-nan"),
     pytest.param(
         lambda: (d := _flac())[: len(d) // 2], 422, "corrupt_audio", id="flac-truncated-half"
     ),
-    pytest.param(lambda: _garble(_flac(), 0.5, 64), 422, "corrupt_audio", id="flac-garbled"),
+    pytest.param(lambda: _flip(_flac(), 0.5, 64), 422, "corrupt_audio", id="flac-flipped-bytes"),
     pytest.param(
         lambda: _ogg_first_page(_soundfile("OGG")), 422, "corrupt_audio", id="ogg-first-page"
     ),
@@ -156,7 +158,7 @@ BAD_FILES = [
 
 # (options JSON text, the field the detail must name)
 BAD_OPTIONS = [
-    pytest.param("{not json", "options", id="not-json"),
+    pytest.param("{not json", "Invalid JSON", id="not-json"),
     pytest.param('{"sample_rate": 16000}', "sample_rate", id="unknown-key"),
     pytest.param('{"features": {"n_mels": 40, "n_mfcc": 60}}', "n_mfcc", id="n-mfcc-over-n-mels"),
     pytest.param('{"features": {"win_ms": 20, "hop_ms": 30}}', "hop_ms", id="hop-over-win"),
@@ -171,8 +173,10 @@ BAD_OPTIONS = [
 
 
 def assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
-    """The response is the problem+json ``status``/``code``, with no stack trace in it."""
-    assert response.status_code == status, response.text[:300]
+    """The response is the problem+json ``status``/``code``, with no Python internals in it."""
+    if response.status_code == 200:  # accepted: show what was decoded, not the features
+        pytest.fail(f"expected {status} {code}, got 200 with input {response.json()['input']}")
+    assert response.status_code == status, response.text[:500]
     assert response.headers["content-type"].startswith("application/problem+json")
     body = response.json()
     assert {"type", "title", "status", "detail", "code"} <= body.keys(), body
@@ -181,8 +185,8 @@ def assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
     assert isinstance(body["detail"], str) and body["detail"].strip()
     assert isinstance(body["type"], str) and body["type"]
     assert isinstance(body["title"], str) and body["title"]
-    for leak in ("Traceback", 'File "/'):
-        assert leak not in body["detail"] and leak not in response.text
+    for leak in ("Traceback", 'File "/', "object at 0x"):  # no stack trace, no Python repr
+        assert leak not in response.text, body["detail"]
     return body
 
 
@@ -251,11 +255,11 @@ def test_upload_over_the_limit_is_refused(small_client: TestClient) -> None:
 def test_service_survives_every_bad_input(client: TestClient) -> None:
     """All the bad inputs above, in one app, then a health check and a valid recording."""
     for case in BAD_FILES:
-        build, status, _code = case.values
-        assert post(client, build()).status_code == status, case.id
+        assert post(client, case.values[0]()).status_code < 500, case.id
     for case in BAD_OPTIONS:
         assert post(client, _wav(0.5), case.values[0]).status_code == 422, case.id
     assert client.post("/process", params={"format": "xml"}).status_code == 422
+    assert client.post("/process", data={"options": "{}"}).status_code == 422
     assert client.get("/healthz").status_code == 200
     response = post(client, _wav(0.5))
     assert response.status_code == 200, response.text

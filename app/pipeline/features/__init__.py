@@ -99,13 +99,13 @@ def compute_features(
         elif name == "zcr":
             raw[name] = (zero_crossing_rate(samples, frames), _UNITS[name], None)
     result: dict[str, FeatureArray] = {}
-    for name, (data, unit, rows) in raw.items():
-        data = normalize_frames(data, options.normalize)
-        result[name] = FeatureArray(
-            data=data,
+    for key, (data, unit, rows) in raw.items():
+        normalized = normalize_frames(data, options.normalize)
+        result[key] = FeatureArray(
+            data=normalized,
             frame_rate_hz=frames.frame_rate_hz,
             unit=unit if options.normalize == "none" else f"{unit}, {options.normalize}",
             rows=rows,
-            stats=aggregate(data) if options.aggregate else None,
+            stats=aggregate(normalized) if options.aggregate else None,
         )
     return result

@@ -1,0 +1,274 @@
+"""The HTTP API end to end: every container format, JSON and NPZ, stored results, the cache."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pyloudnorm
+import pytest
+import soundfile as sf
+from fastapi.testclient import TestClient
+
+from app.cli import main as cli_main
+from tests.conftest import ROOT, shared_file, tone, wav_bytes
+from tests.encode import encode
+
+
+@pytest.fixture(scope="module")
+def speech() -> tuple[np.ndarray, int]:
+    y, sr = sf.read(shared_file("speech/5703-47212-0000.ogg"), dtype="float32")
+    return y, sr
+
+
+def soundfile_bytes(y: np.ndarray, sr: int, fmt: str, subtype: str) -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, y, sr, format=fmt, subtype=subtype)
+    return buffer.getvalue()
+
+
+CONTAINERS = {
+    "wav-pcm16-44k-stereo": lambda y, sr: wav_bytes(np.stack([y, 0.5 * y], axis=1), sr, "PCM_16"),
+    "wav-pcm8": lambda y, sr: soundfile_bytes(y, sr, "WAV", "PCM_U8"),
+    "wav-pcm24": lambda y, sr: soundfile_bytes(y, sr, "WAV", "PCM_24"),
+    "wav-pcm32": lambda y, sr: soundfile_bytes(y, sr, "WAV", "PCM_32"),
+    "wav-float": lambda y, sr: soundfile_bytes(y, sr, "WAV", "FLOAT"),
+    "flac": lambda y, sr: soundfile_bytes(y, sr, "FLAC", "PCM_16"),
+    "ogg-vorbis": lambda y, sr: soundfile_bytes(y, sr, "OGG", "VORBIS"),
+    "mp3": lambda y, sr: encode(y, sr, "mp3"),
+    "m4a-aac": lambda y, sr: encode(y, sr, "m4a"),
+    "webm-opus": lambda y, sr: encode(y, sr, "webm"),
+    "ogg-opus": lambda y, sr: encode(y, sr, "opus"),
+}
+EXPECTED_FORMAT = {
+    "wav-pcm16-44k-stereo": "wav",
+    "wav-pcm8": "wav",
+    "wav-pcm24": "wav",
+    "wav-pcm32": "wav",
+    "wav-float": "wav",
+    "flac": "flac",
+    "ogg-vorbis": "ogg",
+    "mp3": "mp3",
+    "m4a-aac": "m4a",
+    "webm-opus": "webm",
+    "ogg-opus": "opus",
+}
+
+
+@pytest.mark.parametrize("container", list(CONTAINERS))
+def test_every_format_round_trips_to_16k_mono_at_target_loudness(
+    client: TestClient, speech: tuple[np.ndarray, int], container: str
+) -> None:
+    y, sr = speech
+    if container.startswith("wav-pcm16-44k"):
+        import librosa
+
+        y, sr = librosa.resample(y, orig_sr=sr, target_sr=44100), 44100
+    response = client.post("/process", files={"file": ("upload.bin", CONTAINERS[container](y, sr))})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["input"]["format"] == EXPECTED_FORMAT[container]
+    assert body["output"]["sample_rate"] == 16000 and body["output"]["channels"] == 1
+    assert abs(body["output"]["duration_s"] - len(y) / sr) <= 0.010
+    assert body["output"]["loudness_lufs"] == pytest.approx(-23.0, abs=0.01)
+    audio = client.get(f"/features/{body['id']}/audio", params={"encoding": "float32"})
+    samples, rate = sf.read(io.BytesIO(audio.content), dtype="float64")
+    assert rate == 16000 and abs(len(samples) / rate - len(y) / sr) <= 0.010
+    assert pyloudnorm.Meter(16000).integrated_loudness(samples) == pytest.approx(-23.0, abs=0.5)
+    assert np.abs(samples).max() <= 10 ** (-1 / 20) + 1e-6
+
+
+def test_json_result_follows_the_contract(client: TestClient) -> None:
+    data = wav_bytes(tone(220, 2.0, 48000, 0.1), 48000)
+    options = {
+        "features": {
+            "names": ["log_mel", "mfcc", "energy", "zcr", "spectrogram"],
+            "deltas": 2,
+            "aggregate": True,
+            "normalize": "cmvn",
+        }
+    }
+    body = client.post(
+        "/process", files={"file": ("a.wav", data)}, data={"options": json.dumps(options)}
+    ).json()
+    assert set(body) >= {
+        "id",
+        "content_sha256",
+        "cached",
+        "input",
+        "output",
+        "quality",
+        "features",
+        "steps",
+        "warnings",
+    }
+    assert [s["name"] for s in body["steps"]] == ["decode", "normalize", "features"]
+    mfcc = body["features"]["mfcc"]
+    assert mfcc["shape"] == [39, 201] and len(mfcc["data"]) == 39 and len(mfcc["data"][0]) == 201
+    assert mfcc["frame_rate_hz"] == 100.0
+    assert set(mfcc["stats"]) == {"mean", "std", "min", "max"}
+    assert np.allclose(mfcc["stats"]["mean"], 0, atol=1e-4)  # cmvn
+    assert body["features"]["energy"]["rows"] == ["rms", "log_energy"]
+    assert body["features"]["spectrogram"]["shape"] == [257, 201]
+
+
+def test_npz_result_and_stored_reads(client: TestClient) -> None:
+    data = wav_bytes(tone(220, 1.0, 16000, 0.1), 16000)
+    response = client.post("/process", params={"format": "npz"}, files={"file": ("a.wav", data)})
+    assert response.headers["content-type"] == "application/x-npz"
+    npz = np.load(io.BytesIO(response.content))
+    meta = json.loads(npz["meta"].tobytes())
+    assert set(npz.files) == {"log_mel", "mfcc", "energy", "meta"}
+    assert npz["log_mel"].shape == (80, 101) and npz["log_mel"].dtype == np.float32
+    stored = client.get(f"/features/{meta['id']}", params={"names": "mfcc", "format": "npz"})
+    again = np.load(io.BytesIO(stored.content))
+    assert set(again.files) == {"mfcc", "meta"}
+    np.testing.assert_array_equal(again["mfcc"], npz["mfcc"])
+    missing = client.get(f"/features/{meta['id']}", params={"names": "pitch"})
+    assert missing.status_code == 400 and "pitch" in missing.json()["detail"]
+
+
+def test_repeat_is_cached_and_options_change_the_id(client: TestClient) -> None:
+    data = wav_bytes(tone(330, 1.0, 16000, 0.1), 16000)
+    first = client.post("/process", files={"file": ("a.wav", data)}).json()
+    second = client.post("/process", files={"file": ("b.wav", data)}).json()
+    assert (first["cached"], second["cached"]) == (False, True)
+    assert first["id"] == second["id"] and first["features"] == second["features"]
+    other = client.post(
+        "/process",
+        files={"file": ("a.wav", data)},
+        data={"options": '{"features": {"n_mels": 40}}'},
+    ).json()
+    assert other["id"] != first["id"] and other["cached"] is False
+
+
+def test_results_outlive_the_cache_in_storage(client: TestClient) -> None:
+    data = wav_bytes(tone(440, 1.0, 16000, 0.1), 16000)
+    result_id = client.post("/process", files={"file": ("a.wav", data)}).json()["id"]
+    client.app.state.results.cache._entries.clear()  # type: ignore[attr-defined]
+    assert client.get(f"/features/{result_id}").status_code == 200
+
+
+def test_delete_erases_everywhere(client: TestClient) -> None:
+    data = wav_bytes(tone(550, 1.0, 16000, 0.1), 16000)
+    result_id = client.post("/process", files={"file": ("a.wav", data)}).json()["id"]
+    assert client.delete(f"/features/{result_id}").status_code == 204
+    for path in (f"/features/{result_id}", f"/features/{result_id}/audio"):
+        response = client.get(path)
+        assert response.status_code == 404
+        assert response.headers["content-type"].startswith("application/problem+json")
+
+
+def test_silent_input_is_reported_not_amplified(client: TestClient) -> None:
+    body = client.post("/process", files={"file": ("s.wav", wav_bytes(np.zeros(16000), 16000))})
+    result = body.json()
+    assert result["quality"]["silent"] is True
+    assert result["output"]["gain_db"] == 0.0
+    assert any("silent" in w for w in result["warnings"])
+
+
+def test_peak_ceiling_wins_over_the_loudness_target(client: TestClient) -> None:
+    # A sparse click train: high peak, low loudness; the gain must stop at the ceiling.
+    x = np.zeros(32000, dtype=np.float32)
+    x[::4000] = 0.5
+    x += 0.001 * np.random.default_rng(0).standard_normal(32000).astype(np.float32)
+    result = client.post("/process", files={"file": ("c.wav", wav_bytes(x, 16000, "FLOAT"))}).json()
+    assert result["output"]["peak_dbfs"] == pytest.approx(-1.0, abs=0.01)
+    assert result["output"]["loudness_lufs"] < -23.0
+    assert any("peak ceiling" in w for w in result["warnings"])
+
+
+@pytest.mark.parametrize(
+    ("mode", "check"),
+    [
+        ("peak", lambda out: out["peak_dbfs"] == pytest.approx(-1.0, abs=0.01)),
+        ("off", lambda out: out["gain_db"] == 0.0),
+    ],
+)
+def test_loudness_modes(client: TestClient, mode: str, check: object) -> None:
+    data = wav_bytes(tone(440, 1.0, 16000, 0.1), 16000)
+    result = client.post(
+        "/process",
+        files={"file": ("a.wav", data)},
+        data={"options": json.dumps({"loudness": {"mode": mode}})},
+    ).json()
+    assert check(result["output"])  # type: ignore[operator]
+
+
+def test_rms_mode_reaches_its_dbfs_target(client: TestClient) -> None:
+    data = wav_bytes(tone(440, 1.0, 16000, 0.1), 16000)
+    options = {"loudness": {"mode": "rms", "target": -20.0}}
+    result = client.post(
+        "/process", files={"file": ("a.wav", data)}, data={"options": json.dumps(options)}
+    ).json()
+    audio = client.get(f"/features/{result['id']}/audio", params={"encoding": "float32"})
+    samples, _ = sf.read(io.BytesIO(audio.content))
+    assert 20 * np.log10(np.sqrt(np.mean(samples**2))) == pytest.approx(-20.0, abs=0.05)
+
+
+def test_channel_selection(client: TestClient) -> None:
+    left, right = tone(300, 1.0, 16000, 0.3), tone(900, 1.0, 16000, 0.3)
+    data = wav_bytes(np.stack([left, right], axis=1), 16000)
+    kept = client.post(
+        "/process",
+        files={"file": ("s.wav", data)},
+        data={"options": '{"channels": "keep", "features": {"names": ["zcr"]}}'},
+    )
+    assert kept.json()["output"]["channels"] == 2
+    assert kept.json()["features"]["zcr"]["shape"] == [2, 1, 101]
+    picked = client.post(
+        "/process",
+        files={"file": ("s.wav", data)},
+        data={"options": '{"channels": 1, "features": {"names": ["zcr"]}}'},
+    )
+    zcr = np.array(picked.json()["features"]["zcr"]["data"])[0, 5:-5]
+    assert np.allclose(zcr, 2 * 900 / 16000, atol=0.003)
+    missing = client.post(
+        "/process", files={"file": ("s.wav", data)}, data={"options": '{"channels": 5}'}
+    )
+    assert missing.status_code == 422 and "channel 5" in missing.json()["detail"]
+
+
+def test_health_ready_metrics_docs(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz").json()
+    assert ready["status"] == "ok" and ready["checks"]["cache"] == "memory: ok"
+    client.post("/process", files={"file": ("a.wav", wav_bytes(tone(200, 0.5, 16000), 16000))})
+    metrics = client.get("/metrics").text
+    assert 'audioproc_pipeline_step_seconds_count{step="features"}' in metrics
+    assert "http_request_duration_seconds" in metrics
+    assert client.get("/docs").status_code == 200
+
+
+def test_openapi_export_matches_the_served_spec(client: TestClient) -> None:
+    committed = json.loads((ROOT / "openapi" / "openapi.json").read_text())
+    assert committed == client.get("/openapi.json").json(), (
+        "openapi/openapi.json is stale: run `audioproc openapi`"
+    )
+
+
+def test_swagger_shows_every_option_with_a_description_and_example(client: TestClient) -> None:
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    for name in ("ProcessingOptions", "LoudnessOptions", "FeatureOptions"):
+        for field, spec in schemas[name]["properties"].items():
+            if "$ref" in spec or "allOf" in spec:
+                continue
+            assert spec.get("description"), f"{name}.{field} has no description"
+            assert spec.get("examples"), f"{name}.{field} has no example"
+
+
+def test_cli_process_writes_outputs_next_to_inputs(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    for i in range(2):
+        (tmp_path / f"clip{i}.wav").write_bytes(wav_bytes(tone(200 + 100 * i, 0.5, 16000), 16000))
+    files = [str(tmp_path / f"clip{i}.wav") for i in range(2)]
+    assert cli_main(["process", *files, "--format", "json", "-q"]) == 0
+    assert json.loads((tmp_path / "clip1.json").read_text())["output"]["sample_rate"] == 16000
+    out = tmp_path / "out"
+    assert cli_main(["process", *files, "-o", str(out), "--audio", "-q"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "clip0.npz",
+        "clip0.processed.wav",
+        "clip1.npz",
+        "clip1.processed.wav",
+    ]
