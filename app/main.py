@@ -130,9 +130,10 @@ class BodyLimitMiddleware:
     """Refuses request bodies over a byte limit while they stream in (413 problem+json), so an
     oversized upload is never read whole."""
 
-    def __init__(self, app: Any, max_bytes: int) -> None:
+    def __init__(self, app: Any, max_upload_mb: float) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.max_upload_mb = max_upload_mb
+        self.max_bytes = int(max_upload_mb * 1024 * 1024) + MULTIPART_OVERHEAD
 
     async def __call__(
         self,
@@ -144,8 +145,8 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         error = UploadTooLarge(
-            f"The request body exceeds MAX_UPLOAD_MB ({self.max_bytes / 2**20 - 1:g} MiB of audio "
-            "plus form overhead). Send a smaller file, or split the recording."
+            f"The request body exceeds MAX_UPLOAD_MB ({self.max_upload_mb:g} MiB of audio plus "
+            "1 MiB of form overhead). Send a smaller file, or split the recording."
         )
         length = dict(scope["headers"]).get(b"content-length", b"")
         if length.isdigit() and int(length) > self.max_bytes:
@@ -195,9 +196,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.add_middleware(
-        BodyLimitMiddleware, max_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD
-    )
+    app.add_middleware(BodyLimitMiddleware, max_upload_mb=settings.max_upload_mb)
     for router in (process.router, features.router, health.router):
         app.include_router(router)
     Instrumentator(excluded_handlers=["/metrics"]).instrument(app).expose(

@@ -272,3 +272,28 @@ def test_cli_process_writes_outputs_next_to_inputs(tmp_path, capsys) -> None:  #
         "clip1.npz",
         "clip1.processed.wav",
     ]
+
+
+def test_oversized_streamed_body_is_refused_while_it_streams(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from app.config import Settings
+    from app.main import create_app
+
+    def chunked_body():  # type: ignore[no-untyped-def]
+        yield (
+            b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n'
+            b"Content-Type: application/octet-stream\r\n\r\n"
+        )
+        for _ in range(30):  # 3 MB against a 1 MiB + 1 MiB overhead limit
+            yield b"0" * 100_000
+        yield b"\r\n--b--\r\n"
+
+    settings = Settings(storage_dir=tmp_path, warmup=False, max_upload_mb=1)
+    with TestClient(create_app(settings)) as small:
+        response = small.post(
+            "/process",
+            content=chunked_body(),
+            headers={"content-type": "multipart/form-data; boundary=b"},
+        )
+        assert response.status_code == 413
+        assert response.json()["code"] == "upload_too_large"
+        assert small.get("/healthz").status_code == 200
