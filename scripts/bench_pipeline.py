@@ -20,40 +20,43 @@ Usage::
 
 from __future__ import annotations
 
+# ruff: noqa: E402  (the thread-count variables must be set before numpy/torch are imported)
 import os
 
 # One thread everywhere, before numpy / torch / numba are imported.
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ[_var] = "1"
 
-import argparse  # noqa: E402
-import cProfile  # noqa: E402
-import io  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import pstats  # noqa: E402
-import socket  # noqa: E402
-import struct  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import cProfile
+import io
+import json
+import platform
+import pstats
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-import numpy as np  # noqa: E402
-import soundfile as sf  # noqa: E402
-import torch  # noqa: E402
+import httpx
+import numpy as np
+import soundfile as sf
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 SPEECH = DATA / "speech"
 sys.path.insert(0, str(REPO))
 
-from app.models.options import ProcessingOptions  # noqa: E402
-from app.pipeline.decode import DecodeLimits  # noqa: E402
-from app.pipeline.runner import Pipeline  # noqa: E402
+from app.models.options import ProcessingOptions
+from app.pipeline.decode import DecodeLimits
+from app.pipeline.runner import Pipeline
 
 torch.set_num_threads(1)
 torch.set_num_interop_threads(1)
@@ -134,15 +137,24 @@ class Timing:
         return DURATION_S * 1000.0 / self.median
 
 
-def time_calls(fn: Callable[[int], object], warmup: int, repeats: int) -> list[float]:
-    """Call ``fn(i)`` ``warmup`` times untimed, then ``repeats`` times timed; ms per call."""
-    for i in range(warmup):
-        fn(i)
+def time_calls(
+    fn: Callable[[Any], object],
+    warmup: int,
+    repeats: int,
+    *,
+    prepare: Callable[[int], Any] = lambda i: i,
+    pause_s: float = 0.0,
+) -> list[float]:
+    """Call ``fn(prepare(i))`` ``warmup`` times untimed, then ``repeats`` times timed; ms per
+    call. ``prepare`` and ``pause_s`` (idle time before each call) are outside the timing."""
     out = []
-    for i in range(repeats):
+    for i in range(warmup + repeats):
+        arg = prepare(i)
+        time.sleep(pause_s)
         start = time.perf_counter()
-        fn(warmup + i)
-        out.append((time.perf_counter() - start) * 1000.0)
+        fn(arg)
+        if i >= warmup:
+            out.append((time.perf_counter() - start) * 1000.0)
     return out
 
 
@@ -192,9 +204,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def bench_http(wav: bytes, offset: int, warmup: int, repeats: int) -> Timing:
-    import httpx
-
+def bench_http(
+    wav: bytes, offset: int, warmup: int, repeats: int, gap_s: float = 0.0
+) -> tuple[Timing, Timing]:
+    """Round-trip times, and the pipeline time the server reports in each response's steps."""
     port = free_port()
     base = f"http://{HOST}:{port}"
     with tempfile.TemporaryDirectory(prefix="audioproc-bench-") as tmp:
@@ -224,17 +237,23 @@ def bench_http(wav: bytes, offset: int, warmup: int, repeats: int) -> Timing:
                 options = json.dumps(OPTIONS_JSON)
                 responses: list[httpx.Response] = []
 
-                def post(k: int) -> None:
+                def post(body: bytes) -> None:
                     response = client.post(
                         "/process",
                         params={"format": "npz"},
-                        files={"file": ("speech.wav", variant(wav, offset, k), "audio/wav")},
+                        files={"file": ("speech.wav", body, "audio/wav")},
                         data={"options": options},
                     )
                     responses.append(response)
 
-                ms = time_calls(post, warmup, repeats)
-            check_responses(responses)
+                ms = time_calls(
+                    post,
+                    warmup,
+                    repeats,
+                    prepare=lambda k: variant(wav, offset, k),
+                    pause_s=gap_s,
+                )
+            server_ms = check_responses(responses)[warmup:]
         finally:
             server.terminate()
             try:
@@ -242,13 +261,13 @@ def bench_http(wav: bytes, offset: int, warmup: int, repeats: int) -> Timing:
             except subprocess.TimeoutExpired:
                 server.kill()
                 server.wait()
-    return Timing("HTTP POST /process?format=npz (b)", ms)
+    return (
+        Timing("HTTP POST /process?format=npz (b)", ms),
+        Timing("  server: pipeline steps", server_ms),
+    )
 
 
-def wait_ready(client: object, server: subprocess.Popen[bytes], log_path: Path) -> None:
-    import httpx
-
-    assert isinstance(client, httpx.Client)
+def wait_ready(client: httpx.Client, server: subprocess.Popen[bytes], log_path: Path) -> None:
     deadline = time.monotonic() + SERVER_START_TIMEOUT_S
     while time.monotonic() < deadline:
         if server.poll() is not None:
@@ -264,17 +283,22 @@ def wait_ready(client: object, server: subprocess.Popen[bytes], log_path: Path) 
     raise RuntimeError(f"server not ready after {SERVER_START_TIMEOUT_S:g} s")
 
 
-def check_responses(responses: list[object]) -> None:
-    """Every response is a fresh (uncached) NPZ with the four features."""
+def check_responses(responses: list[httpx.Response]) -> list[float]:
+    """Check every response is a fresh (uncached) NPZ with the four features; return the
+    pipeline time (sum of ``meta.steps``) the server reports for each, ms."""
+    server_ms = []
     for response in responses:
-        assert hasattr(response, "status_code") and hasattr(response, "content")
         if response.status_code != 200:
-            raise RuntimeError(f"POST /process → {response.status_code}: {response.content[:500]!r}")
+            raise RuntimeError(
+                f"POST /process → {response.status_code}: {response.content[:500]!r}"
+            )
         with np.load(io.BytesIO(response.content)) as npz:
             meta = json.loads(npz["meta"].tobytes())
             missing = {"log_mel", "mfcc", "energy", "zcr"} - set(npz.files)
         if meta["cached"] or missing:
             raise RuntimeError(f"unexpected response: cached={meta['cached']} missing={missing}")
+        server_ms.append(sum(step["ms"] for step in meta["steps"]))
+    return server_ms
 
 
 # -- (c) librosa ------------------------------------------------------------------------------
@@ -326,10 +350,8 @@ def machine() -> str:
 def table(rows: list[Timing]) -> list[list[str]]:
     out = [["measurement", "n", "min ms", "median ms", "p95 ms", "× real time"]]
     for t in rows:
-        rt = f"{t.realtime:,.0f}×" if not t.name.startswith("  step") else ""
-        out.append(
-            [t.name, str(len(t.ms)), f"{t.min:.1f}", f"{t.median:.1f}", f"{t.p95:.1f}", rt]
-        )
+        rt = f"{t.realtime:,.0f}×" if not t.name.startswith("  ") else ""
+        out.append([t.name, str(len(t.ms)), f"{t.min:.1f}", f"{t.median:.1f}", f"{t.p95:.1f}", rt])
     return out
 
 
@@ -337,7 +359,9 @@ def render_text(rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
     for n, row in enumerate(rows):
-        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
+        cells = [row[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
+        ]
         lines.append("  ".join(cells))
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
@@ -347,7 +371,7 @@ def render_text(rows: list[list[str]]) -> str:
 def render_markdown(rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(rows[0]) + " |", "|" + "|".join(["---"] + ["--:"] * 5) + "|"]
     for row in rows[1:]:
-        name = row[0].replace("  step: ", "↳ step: ")
+        name = "↳ " + row[0].strip() if row[0].startswith("  ") else row[0]
         lines.append("| " + " | ".join([name, *row[1:]]) + " |")
     return "\n".join(lines)
 
@@ -362,12 +386,19 @@ def main() -> int:
     parser.add_argument("--markdown", type=Path, help="also write the table as markdown here")
     parser.add_argument("--profile", action="store_true", help="cProfile 5 in-process runs")
     parser.add_argument("--skip-http", action="store_true", help="no server, no HTTP timing")
+    parser.add_argument(
+        "--http-gap",
+        type=float,
+        default=0.0,
+        help="idle seconds between HTTP requests, untimed (default 0: back to back)",
+    )
     args = parser.parse_args()
     n_ours = args.repeats or 20
     n_http = args.repeats or 20
     n_librosa = args.repeats or 10
 
     print(f"machine: {machine()}")
+    load_before = os.getloadavg()
     wav, offset = build_wav()
     print(f"input: {DURATION_S:g} s, {RATE} Hz stereo PCM16 WAV, {len(wav) / 2**20:.1f} MiB")
 
@@ -377,12 +408,13 @@ def main() -> int:
     http = None
     if not args.skip_http:
         print("(b) HTTP …", flush=True)
-        http = bench_http(wav, offset, args.warmup, n_http)
-        rows.append(http)
+        http, server = bench_http(wav, offset, args.warmup, n_http, args.http_gap)
+        rows += [http, server]
     print("(c) librosa …", flush=True)
     ref = bench_librosa(wav, args.warmup, n_librosa)
     rows.append(ref)
 
+    load = f"load average (1 min) {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after"
     cells = table(rows)
     ratios = [f"librosa / ours in-process (median): {ref.median / ours.median:.2f}×"]
     if http is not None:
@@ -391,12 +423,15 @@ def main() -> int:
     print(render_text(cells))
     print()
     print("\n".join(ratios))
+    print(load)
 
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         text = (
             f"Machine: {machine()}. Input: {DURATION_S:g} s of speech, {RATE} Hz stereo PCM16 "
-            f"WAV.\n\n{render_markdown(cells)}\n\n" + "\n".join(f"- {r}" for r in ratios) + "\n"
+            f"WAV; {load}.\n\n{render_markdown(cells)}\n\n"
+            + "\n".join(f"- {r}" for r in ratios)
+            + "\n"
         )
         args.markdown.write_text(text, encoding="utf-8")
         print(f"markdown table written to {args.markdown}")

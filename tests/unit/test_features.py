@@ -11,7 +11,7 @@ import torch
 from app.models.options import FeatureOptions
 from app.pipeline.features import compute_features
 from app.pipeline.features.energy import frame_energy
-from app.pipeline.features.frames import FrameSpec
+from app.pipeline.features.frames import FrameSpec, pad_signal
 from app.pipeline.features.normalization import aggregate, normalize_frames
 from app.pipeline.features.presets import resolve
 from app.pipeline.features.spectral import log_mel, mfcc, power_to_db, stft_power, with_deltas
@@ -24,9 +24,16 @@ FRAMES = FrameSpec(16000, 512, 400, 160)
 def features_of(samples: np.ndarray, sample_rate: int, **options: object) -> dict:
     opts = FeatureOptions(**options)  # type: ignore[arg-type]
     config = resolve(opts, sample_rate)
-    x = torch.as_tensor(samples, dtype=torch.float32)[None]
-    power = stft_power(x, config.frames)
-    return compute_features(x, power, names=opts.names, config=config, options=opts)
+    padded = pad_signal(torch.as_tensor(samples, dtype=torch.float32)[None, None], config.frames)
+    power = stft_power(padded, config.frames, padded=True)
+    return compute_features(
+        padded,
+        power,
+        num_frames=[config.frames.num_frames(len(samples))],
+        names=opts.names,
+        config=config,
+        options=opts,
+    )[0]
 
 
 @pytest.fixture(scope="module")

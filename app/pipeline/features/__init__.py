@@ -48,37 +48,42 @@ _UNITS: dict[str, str] = {
 
 
 def compute_features(
-    samples: torch.Tensor,
+    padded: torch.Tensor,
     power: torch.Tensor,
     *,
+    num_frames: Sequence[int],
     names: Sequence[FeatureName],
     config: FeatureConfig,
     options: FeatureOptions,
-) -> dict[str, FeatureArray]:
-    """Compute the requested features of one signal.
+) -> list[dict[str, FeatureArray]]:
+    """Compute the requested features of a batch of signals.
+
+    Frame-level transforms run on the whole batch at once; deltas, normalization and
+    aggregation then run per signal on its own frames, so a signal's features do not depend on
+    what it was batched with.
 
     Args:
-        samples: the processed signal, shape ``(channel, time)``; a single channel is squeezed so
-            mono features have shape ``(feature, frame)``.
-        power: its power spectrogram from :func:`~app.pipeline.features.spectral.stft_power`
-            with ``config.frames``, shape ``(channel, n_fft // 2 + 1, frame)``.
+        padded: signals padded by :func:`~app.pipeline.features.frames.pad_signal` and
+            zero-extended to a common length, shape ``(batch, channel, time)``.
+        power: their power spectrograms (``stft_power(padded, frames, padded=True)``), shape
+            ``(batch, channel, n_fft // 2 + 1, frame)``.
+        num_frames: each signal's own frame count (``1 + time_i // hop_length``).
         names: which features.
         config: resolved sizes (see :func:`~app.pipeline.features.presets.resolve`).
         options: the client's feature options (scale, deltas, normalization, aggregation).
 
     Returns:
-        ``{name: FeatureArray}`` in the order of ``names``.
+        Per signal, ``{name: FeatureArray}`` in the order of ``names``; with one channel the
+        channel axis is dropped, so arrays are ``(feature, frame)``.
     """
-    if samples.shape[0] == 1:
-        samples, power = samples[0], power[0]
     frames = config.frames
-    raw: dict[str, tuple[torch.Tensor, str, list[str] | None]] = {}
+    batched: dict[str, tuple[torch.Tensor, str, list[str] | None]] = {}
     mel_db: torch.Tensor | None = None
     for name in names:
         if name == "spectrogram":
             scale = options.spectrogram_scale
             unit = {"db": "dB", "power": "|X|^2", "magnitude": "|X|"}[scale]
-            raw[name] = (spectrogram(power, scale), unit, None)
+            batched[name] = (spectrogram(power, scale), unit, None)
         elif name in ("log_mel", "mfcc"):
             if mel_db is None:
                 mel_db = log_mel(
@@ -90,22 +95,30 @@ def compute_features(
                     top_db=config.top_db,
                 )
             if name == "log_mel":
-                raw[name] = (mel_db, _UNITS[name], None)
+                batched[name] = (mel_db, _UNITS[name], None)
             else:
-                coefficients = with_deltas(mfcc(mel_db, n_mfcc=config.n_mfcc), options.deltas)
-                raw[name] = (coefficients, _UNITS[name], None)
+                batched[name] = (mfcc(mel_db, n_mfcc=config.n_mfcc), _UNITS[name], None)
         elif name == "energy":
-            raw[name] = (frame_energy(samples, frames), _UNITS[name], ["rms", "log_energy"])
+            energy = frame_energy(padded, frames, padded=True)
+            batched[name] = (energy, _UNITS[name], ["rms", "log_energy"])
         elif name == "zcr":
-            raw[name] = (zero_crossing_rate(samples, frames), _UNITS[name], None)
-    result: dict[str, FeatureArray] = {}
-    for key, (data, unit, rows) in raw.items():
-        normalized = normalize_frames(data, options.normalize)
-        result[key] = FeatureArray(
-            data=normalized,
-            frame_rate_hz=frames.frame_rate_hz,
-            unit=unit if options.normalize == "none" else f"{unit}, {options.normalize}",
-            rows=rows,
-            stats=aggregate(normalized) if options.aggregate else None,
-        )
-    return result
+            batched[name] = (zero_crossing_rate(padded, frames, padded=True), _UNITS[name], None)
+    results: list[dict[str, FeatureArray]] = []
+    for index, count in enumerate(num_frames):
+        features: dict[str, FeatureArray] = {}
+        for key, (data, unit, rows) in batched.items():
+            item = data[index, ..., :count]
+            if item.shape[0] == 1:
+                item = item[0]
+            if key == "mfcc":
+                item = with_deltas(item, options.deltas)
+            normalized = normalize_frames(item, options.normalize)
+            features[key] = FeatureArray(
+                data=normalized,
+                frame_rate_hz=frames.frame_rate_hz,
+                unit=unit if options.normalize == "none" else f"{unit}, {options.normalize}",
+                rows=rows,
+                stats=aggregate(normalized) if options.aggregate else None,
+            )
+        results.append(features)
+    return results

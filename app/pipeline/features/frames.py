@@ -51,22 +51,44 @@ def _hann_window(win_length: int, device: torch.device) -> torch.Tensor:
     return torch.hann_window(win_length, periodic=True, device=device)
 
 
-def frame_signal(samples: torch.Tensor, frames: FrameSpec) -> torch.Tensor:
-    """Cut ``samples`` into centred frames of ``win_length`` samples (no window applied).
+def pad_signal(samples: torch.Tensor, frames: FrameSpec) -> torch.Tensor:
+    """Extend ``samples`` by ``n_fft // 2`` at both ends (``frames.pad_mode``), as a centred STFT
+    does, so that frame ``t`` of the result starts at sample ``t * hop_length``.
+
+    Signals padded once this way can be zero-extended on the right and stacked into a batch
+    without changing any of their frames.
 
     Args:
         samples: tensor of shape ``(..., time)``.
+
+    Returns:
+        Tensor of shape ``(..., time + 2 * (n_fft // 2))``.
+    """
+    n, pad = samples.shape[-1], frames.n_fft // 2
+    mode = frames.pad_mode if pad < n else "constant"
+    flat = samples.reshape(-1, n)  # reflect padding needs a batch dimension
+    return F.pad(flat, (pad, pad), mode=mode).reshape(*samples.shape[:-1], n + 2 * pad)
+
+
+def frame_signal(samples: torch.Tensor, frames: FrameSpec, *, padded: bool = False) -> torch.Tensor:
+    """Cut a signal into centred frames of ``win_length`` samples (no window applied).
+
+    Args:
+        samples: tensor of shape ``(..., time)``; with ``padded=True``, the output of
+            :func:`pad_signal` (possibly zero-extended on the right).
         frames: the framing.
+        padded: ``samples`` is already padded by :func:`pad_signal`.
 
     Returns:
         A strided view of shape ``(..., frame, win_length)`` with
-        ``frame = frames.num_frames(time)``.
+        ``frame = frames.num_frames(time)`` (``time`` before padding).
     """
-    n = samples.shape[-1]
-    count = frames.num_frames(n)
-    left = frames.win_length // 2
-    right = (count - 1) * frames.hop_length + frames.win_length - left - n
-    mode = frames.pad_mode if max(left, right) < n else "constant"
-    flat = samples.reshape(-1, n)  # reflect padding needs a batch dimension
-    padded = F.pad(flat, (left, max(right, 0)), mode=mode).reshape(*samples.shape[:-1], -1)
-    return padded.unfold(-1, frames.win_length, frames.hop_length)[..., :count, :]
+    if not padded:
+        samples = pad_signal(samples, frames)
+    pad = frames.n_fft // 2
+    count = frames.num_frames(samples.shape[-1] - 2 * pad)
+    start = pad - frames.win_length // 2
+    needed = start + (count - 1) * frames.hop_length + frames.win_length
+    if needed > samples.shape[-1]:  # win_length > n_fft never happens; odd sizes may need 1
+        samples = F.pad(samples, (0, needed - samples.shape[-1]))
+    return samples[..., start:].unfold(-1, frames.win_length, frames.hop_length)[..., :count, :]

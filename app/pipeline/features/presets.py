@@ -49,7 +49,7 @@ def resolve(options: FeatureOptions, sample_rate: int) -> FeatureConfig:
         n_mels, n_mfcc, top_db, pad_mode = 80, 13, None, "reflect"
     if options.win_ms is not None:
         win = max(2, round(options.win_ms * sample_rate / 1000))
-        n_fft = win if options.preset == "librosa" else _next_pow2(win)
+        n_fft = win + (win & 1) if options.preset == "librosa" else _next_pow2(win)
     if options.hop_ms is not None:
         hop = max(1, round(options.hop_ms * sample_rate / 1000))
     n_mels = options.n_mels or n_mels

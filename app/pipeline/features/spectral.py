@@ -12,7 +12,7 @@ from typing import Literal
 import torch
 import torchaudio.functional as AF
 
-from app.pipeline.features.frames import FrameSpec
+from app.pipeline.features.frames import FrameSpec, pad_signal
 
 SpectrogramScale = Literal["magnitude", "power", "db"]
 MelScale = Literal["slaney", "htk"]
@@ -21,28 +21,30 @@ MelScale = Literal["slaney", "htk"]
 POWER_FLOOR = 1e-10
 
 
-def stft_power(samples: torch.Tensor, frames: FrameSpec) -> torch.Tensor:
-    """One-sided power spectrogram ``|STFT|²`` with a periodic Hann window.
+def stft_power(samples: torch.Tensor, frames: FrameSpec, *, padded: bool = False) -> torch.Tensor:
+    """One-sided power spectrogram ``|STFT|²`` with a periodic Hann window, centred frames.
 
     Args:
-        samples: tensor of shape ``(..., time)``, full scale = 1.0.
-        frames: the framing (centred frames, ``frames.pad_mode`` at the edges).
+        samples: tensor of shape ``(..., time)``, full scale = 1.0; with ``padded=True``, the
+            output of :func:`~app.pipeline.features.frames.pad_signal`.
+        frames: the framing (``frames.pad_mode`` at the edges).
+        padded: ``samples`` is already padded by ``pad_signal``.
 
     Returns:
-        Tensor of shape ``(..., n_fft // 2 + 1, frame)``, unnormalized (a full-scale sine of
-        amplitude 1 peaks at ``(sum(window) / 2)²``).
+        Tensor of shape ``(..., n_fft // 2 + 1, frame)`` with ``frame = 1 + time // hop_length``
+        (``time`` before padding), unnormalized (a sine of amplitude 1 peaks at
+        ``(sum(window) / 2)²``).
     """
+    if not padded:
+        samples = pad_signal(samples, frames)
     shape = samples.shape
-    flat = samples.reshape(-1, shape[-1])
-    pad_mode = frames.pad_mode if frames.n_fft // 2 < shape[-1] else "constant"
     spec = torch.stft(
-        flat,
+        samples.reshape(-1, shape[-1]),
         n_fft=frames.n_fft,
         hop_length=frames.hop_length,
         win_length=frames.win_length,
         window=frames.window(samples.device),
-        center=True,
-        pad_mode=pad_mode,
+        center=False,
         return_complex=True,
     )
     power = spec.real.square() + spec.imag.square()
