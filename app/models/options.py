@@ -6,8 +6,15 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-FeatureName = Literal["spectrogram", "log_mel", "mfcc", "energy", "zcr"]
-FeaturePreset = Literal["default", "librosa"]
+from app.pipeline.types import (
+    DEFAULT_FUNCTIONALS,
+    FeatureName,
+    FeatureNormalization,
+    FeaturePreset,
+    Functional,
+    LoudnessMode,
+    SpectrogramScale,
+)
 
 
 class _Options(BaseModel):
@@ -18,7 +25,7 @@ class _Options(BaseModel):
 class LoudnessOptions(_Options):
     """Level normalization."""
 
-    mode: Literal["lufs", "peak", "rms", "off"] = Field(
+    mode: LoudnessMode = Field(
         default="lufs",
         description="`lufs`: ITU-R BS.1770-4 gated integrated loudness (EBU R128); `peak`: sample "
         "peak to `peak_dbfs`; `rms`: RMS level to `target` dBFS; `off`: leave the level as is.",
@@ -46,6 +53,23 @@ class LoudnessOptions(_Options):
         description="Largest boost, dB, so near-silent recordings are not amplified into noise.",
         examples=[30.0],
     )
+
+
+class RowStatistics(_Options):
+    """Mean and standard deviation of each row of one feature, over a corpus."""
+
+    mean: list[float] = Field(min_length=1, max_length=4096, description="Per-row mean.")
+    std: list[float] = Field(
+        min_length=1, max_length=4096, description="Per-row standard deviation (> 0)."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> RowStatistics:
+        if len(self.mean) != len(self.std):
+            raise ValueError(f"mean has {len(self.mean)} values but std has {len(self.std)}")
+        if any(not s > 0 for s in self.std):
+            raise ValueError("every std must be positive")
+        return self
 
 
 class FeatureOptions(_Options):
@@ -110,19 +134,43 @@ class FeatureOptions(_Options):
         "(HTK formula over ±2 frames).",
         examples=[2],
     )
-    spectrogram_scale: Literal["magnitude", "power", "db"] = Field(
+    spectrogram_scale: SpectrogramScale = Field(
         default="db", description="Scale of the `spectrogram` feature.", examples=["db"]
     )
-    normalize: Literal["none", "cmn", "cmvn"] = Field(
+    normalize: FeatureNormalization = Field(
         default="none",
-        description="Per-utterance normalization of every feature row over frames: `cmn` "
-        "subtracts the mean, `cmvn` also divides by the standard deviation.",
+        description="Normalization of every feature row over frames: `cmn` subtracts the "
+        "utterance mean, `cmvn` also divides by the standard deviation, `sliding_cmn` subtracts "
+        "a moving mean over `cmn_window_s` (Kaldi's centred sliding CMN), `global` applies "
+        "`(x − mean) / std` with `global_stats` (from `audioproc stats` over a corpus).",
         examples=["none"],
+    )
+    cmn_window_s: float = Field(
+        default=3.0,
+        gt=0.0,
+        le=60.0,
+        description="Window of `sliding_cmn`, seconds (3 s = Kaldi's 300 frames).",
+        examples=[3.0],
+    )
+    global_stats: dict[str, RowStatistics] | None = Field(
+        default=None,
+        description="Per-feature row statistics for `normalize: global`, as written by "
+        "`audioproc stats`: `{feature: {mean: [...], std: [...]}}`, one value per row.",
+        examples=[None],
     )
     aggregate: bool = Field(
         default=False,
-        description="Add utterance-level functionals per row (mean, std, min, max) as `stats`.",
+        description="Add utterance-level `functionals` of every row as `stats`.",
         examples=[False],
+    )
+    functionals: list[Functional] = Field(
+        default=list(DEFAULT_FUNCTIONALS),
+        min_length=1,
+        max_length=13,
+        description="Functionals computed with `aggregate`, over the finite frames of each row: "
+        "mean, std, min, max, range, median, p05/p25/p75/p95 (percentiles), skewness, kurtosis "
+        "(excess), slope (units per second).",
+        examples=[["mean", "std", "p05", "p95", "slope"]],
     )
 
     @model_validator(mode="after")
@@ -137,6 +185,15 @@ class FeatureOptions(_Options):
             raise ValueError(
                 f"features.n_mfcc ({self.n_mfcc}) must not exceed features.n_mels ({self.n_mels})"
             )
+        if self.normalize == "global":
+            missing = [n for n in self.names if n not in (self.global_stats or {})]
+            if missing:
+                raise ValueError(
+                    "features.normalize 'global' needs features.global_stats for "
+                    f"{', '.join(missing)} (compute them with `audioproc stats`)"
+                )
+        if len(set(self.functionals)) != len(self.functionals):
+            raise ValueError("features.functionals lists a functional more than once")
         if self.f_max is not None and self.f_min >= self.f_max:
             raise ValueError(
                 f"features.f_min ({self.f_min} Hz) must be below features.f_max ({self.f_max} Hz)"

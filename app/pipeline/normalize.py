@@ -16,6 +16,7 @@ import torch
 import torchaudio
 
 from app.errors import InvalidOptions
+from app.pipeline.types import ChannelMode
 
 #: BS.1770 gating block length and step, seconds.
 LOUDNESS_BLOCK_S = 0.4
@@ -23,8 +24,6 @@ LOUDNESS_STEP_S = 0.1
 #: BS.1770 absolute gate, LUFS, and relative gate, LU below the ungated level.
 ABSOLUTE_GATE_LUFS = -70.0
 RELATIVE_GATE_LU = -10.0
-
-ChannelMode = Literal["mono", "keep"] | int
 
 
 def remove_dc(samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -23,7 +23,6 @@ import soundfile as sf
 from app import metrics
 from app.errors import DependencyUnavailable, InvalidRequest, NotFound
 from app.models.options import ProcessingOptions
-from app.pipeline.features.normalization import FUNCTIONALS
 from app.pipeline.runner import PIPELINE_VERSION, Pipeline, PipelineResult
 from app.services.cache import CacheUnavailable, ResultCache
 from app.services.storage import ResultStorage
@@ -49,7 +48,8 @@ class StoredResult:
         meta: id, content hash, input/output/quality reports, steps, warnings, options and, per
             feature, ``{shape, frame_rate_hz, unit, rows}``.
         arrays: feature arrays ``[features, frames]`` by name, plus ``<name>_stats``
-            (``[features, 4]``: mean, std, min, max) when aggregation was asked for.
+            (``[features, functionals]``, in the order of ``meta.features[name].functionals``)
+            when aggregation was asked for.
         audio: processed samples, float32, shape ``(channel, time)``.
     """
 
@@ -77,10 +77,9 @@ class StoredResult:
                 **({"rows": feature.rows} if feature.rows else {}),
             }
             if feature.stats is not None:
-                stats = np.stack(
-                    [feature.stats[k].detach().cpu().numpy() for k in FUNCTIONALS], axis=-1
-                )
+                stats = np.stack([v.detach().cpu().numpy() for v in feature.stats.values()], -1)
                 arrays[f"{name}_stats"] = stats.astype(np.float32, copy=False)
+                features_meta[name]["functionals"] = list(feature.stats)
         out, quality = result.output, result.quality
         meta = {
             "id": id,
@@ -142,7 +141,8 @@ class StoredResult:
             stats = self.arrays.get(f"{name}_stats")
             if stats is not None:
                 entry["stats"] = {
-                    k: np.ascontiguousarray(stats[..., i]) for i, k in enumerate(FUNCTIONALS)
+                    k: np.ascontiguousarray(stats[..., i])
+                    for i, k in enumerate(entry.pop("functionals"))
                 }
             features[name] = entry
         body = {**self.meta, "cached": cached, "features": features}

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from app.errors import InvalidOptions
 from app.models.options import FeatureName, FeatureOptions
 from app.pipeline.features.energy import frame_energy
 from app.pipeline.features.normalization import aggregate, normalize_frames
@@ -112,13 +113,33 @@ def compute_features(
                 item = item[0]
             if key == "mfcc":
                 item = with_deltas(item, options.deltas)
-            normalized = normalize_frames(item, options.normalize)
+            normalized = _normalize(key, item, options, frames.frame_rate_hz)
             features[key] = FeatureArray(
                 data=normalized,
                 frame_rate_hz=frames.frame_rate_hz,
                 unit=unit if options.normalize == "none" else f"{unit}, {options.normalize}",
                 rows=rows,
-                stats=aggregate(normalized) if options.aggregate else None,
+                stats=aggregate(normalized, options.functionals, frame_rate_hz=frames.frame_rate_hz)
+                if options.aggregate
+                else None,
             )
         results.append(features)
     return results
+
+
+def _normalize(
+    name: str, data: torch.Tensor, options: FeatureOptions, frame_rate_hz: float
+) -> torch.Tensor:
+    if options.normalize != "global":
+        window = max(1, round(options.cmn_window_s * frame_rate_hz))
+        return normalize_frames(data, options.normalize, window=window)
+    stats = (options.global_stats or {})[name]
+    rows = data.shape[-2]
+    if len(stats.mean) != rows:
+        raise InvalidOptions(
+            f"features.global_stats.{name} has {len(stats.mean)} values per statistic but the "
+            f"feature has {rows} rows; recompute the statistics with the same feature options."
+        )
+    mean = torch.tensor(stats.mean, dtype=data.dtype, device=data.device)
+    std = torch.tensor(stats.std, dtype=data.dtype, device=data.device)
+    return normalize_frames(data, "global", mean=mean, std=std)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
-PadMode = Literal["reflect", "constant"]
+from app.pipeline.types import PadMode
 
 
 @dataclass(frozen=True)

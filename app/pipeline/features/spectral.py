@@ -7,15 +7,12 @@ every feature and the loudness measurement.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Literal
 
 import torch
 import torchaudio.functional as AF
 
 from app.pipeline.features.frames import FrameSpec, pad_signal
-
-SpectrogramScale = Literal["magnitude", "power", "db"]
-MelScale = Literal["slaney", "htk"]
+from app.pipeline.types import MelScale, SpectrogramScale
 
 #: Floor under power values before the logarithm (−100 dB).
 POWER_FLOOR = 1e-10
