@@ -114,3 +114,18 @@ class Problem(BaseModel):
     status: int = Field(examples=[415])
     detail: str = Field(examples=["The upload looks like a PNG image, not audio."])
     code: str = Field(examples=["unsupported_format"])
+
+
+class BatchItem(BaseModel):
+    """The outcome for one file of a batch: a result, or the problem that refused it."""
+
+    filename: str | None = Field(description="The uploaded file's name, as sent.")
+    status: int = Field(description="200, or the problem's status.", examples=[200])
+    result: ProcessResponse | None = Field(default=None, description="The result (status 200).")
+    problem: Problem | None = Field(default=None, description="Why the file was refused.")
+
+
+class BatchResponse(BaseModel):
+    """Results per file, in upload order."""
+
+    results: list[BatchItem]

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+import orjson
 from fastapi import APIRouter, BackgroundTasks, File, Form, Query, Response, UploadFile
 from pydantic import ValidationError
 
 from app.deps import ResultsDep, SettingsDep
-from app.errors import EmptyInput, InvalidOptions, UploadTooLarge
+from app.errors import AudioprocError, EmptyInput, InvalidOptions, InvalidRequest, UploadTooLarge
 from app.models.options import ProcessingOptions
-from app.models.result import ProcessResponse
+from app.models.result import BatchResponse, ProcessResponse
 from app.routers.responses import NPZ_MEDIA_TYPE, JSONBytes, problems
 
 router = APIRouter(tags=["process"])
+
+#: Most files in one POST /process/batch.
+MAX_BATCH_FILES = 64
 
 #: Longest accepted ``options`` JSON text, bytes.
 MAX_OPTIONS_BYTES = 64 * 1024
@@ -24,6 +28,21 @@ OPTIONS_EXAMPLE = (
     '"features": {"names": ["log_mel", "mfcc", "energy"], "preset": "default", '
     '"n_mels": 80, "n_mfcc": 13, "deltas": 0}}'
 )
+
+
+async def read_upload(file: UploadFile, max_bytes: int) -> bytes:
+    """The upload's bytes; refuses empty and oversized files."""
+    data = await file.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise UploadTooLarge(
+            f"{file.filename or 'The upload'} exceeds MAX_UPLOAD_MB ({max_bytes / 2**20:g} MiB).",
+            max_upload_mb=max_bytes / 2**20,
+        )
+    if not data:
+        raise EmptyInput(
+            f"{file.filename or 'The upload'} is empty (0 bytes). Send the recording's bytes."
+        )
+    return data
 
 
 def parse_options(text: str | None) -> ProcessingOptions:
@@ -93,14 +112,7 @@ async def process(
     cache with `"cached": true`.
     """
     parsed = parse_options(options)
-    data = await file.read(settings.max_upload_bytes + 1)
-    if len(data) > settings.max_upload_bytes:
-        raise UploadTooLarge(
-            f"The upload exceeds MAX_UPLOAD_MB ({settings.max_upload_mb:g} MiB).",
-            max_upload_mb=settings.max_upload_mb,
-        )
-    if not data:
-        raise EmptyInput("The uploaded file is empty (0 bytes). Send the recording's bytes.")
+    data = await read_upload(file, settings.max_upload_bytes)
     result, cached, persist = await results.process(data, parsed)
     if persist is not None:
         background.add_task(persist)
@@ -112,3 +124,71 @@ async def process(
             background=background,
         )
     return JSONBytes(result.to_json(cached=cached), background=background)
+
+
+@router.post(
+    "/process/batch",
+    operation_id="process_batch",
+    summary="Process several recordings in one request",
+    response_model=BatchResponse,
+    response_class=JSONBytes,
+    responses=problems(400, 413, 422, 503),
+)
+async def process_batch(
+    results: ResultsDep,
+    settings: SettingsDep,
+    background: BackgroundTasks,
+    files: Annotated[
+        list[UploadFile],
+        File(
+            description=f"1–{MAX_BATCH_FILES} recordings (repeat the `files` field); their "
+            "total size counts against MAX_UPLOAD_MB."
+        ),
+    ],
+    options: Annotated[
+        str | None,
+        Form(
+            description="ProcessingOptions as JSON text, applied to every file.",
+            examples=[OPTIONS_EXAMPLE],
+        ),
+    ] = None,
+) -> Response:
+    """Process several recordings with the same options. The spectral and feature stages run
+    on all of them at once (padded into one tensor, which keeps a GPU busy); every file's result
+    equals what `POST /process` returns for it alone. A bad file gets its own problem entry and
+    does not fail the others."""
+    parsed = parse_options(options)
+    if not 1 <= len(files) <= MAX_BATCH_FILES:
+        raise InvalidRequest(f"Send 1–{MAX_BATCH_FILES} files; got {len(files)}.")
+    items: list[bytes | AudioprocError] = []
+    for upload in files:
+        try:
+            items.append(await read_upload(upload, settings.max_upload_bytes))
+        except AudioprocError as error:
+            items.append(error)
+    valid = [item for item in items if isinstance(item, bytes)]
+    outcomes, persist = await results.process_batch(valid, parsed) if valid else ([], None)
+    if persist is not None:
+        background.add_task(persist)
+    remaining = iter(outcomes)
+    entries: list[dict[str, object]] = []
+    for upload, item in zip(files, items, strict=True):
+        if isinstance(item, AudioprocError):
+            entries.append(
+                {"filename": upload.filename, "status": item.status, "problem": item.problem()}
+            )
+            continue
+        outcome = next(remaining)
+        if outcome.error is not None:
+            entries.append(
+                {
+                    "filename": upload.filename,
+                    "status": outcome.error.status,
+                    "problem": outcome.error.problem(),
+                }
+            )
+        else:
+            assert outcome.result is not None
+            body = orjson.Fragment(outcome.result.to_json(cached=outcome.cached))
+            entries.append({"filename": upload.filename, "status": 200, "result": body})
+    return JSONBytes(orjson.dumps({"results": entries}), background=background)

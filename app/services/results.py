@@ -11,7 +11,7 @@ import hashlib
 import io
 import json
 import zipfile
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -21,7 +21,7 @@ import orjson
 import soundfile as sf
 
 from app import metrics
-from app.errors import DependencyUnavailable, InvalidRequest, NotFound
+from app.errors import AudioprocError, DependencyUnavailable, InvalidRequest, NotFound
 from app.models.options import ProcessingOptions
 from app.pipeline.runner import PIPELINE_VERSION, Pipeline, PipelineResult
 from app.services.cache import CacheUnavailable, ResultCache
@@ -207,6 +207,18 @@ def _write_npz(arrays: dict[str, np.ndarray]) -> bytes:
     return buffer.getvalue()
 
 
+Persist = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class Outcome:
+    """What became of one upload: a result (maybe from the cache) or the error that refused it."""
+
+    result: StoredResult | None
+    error: AudioprocError | None
+    cached: bool
+
+
 class ResultService:
     """Makes results (cache → storage → pipeline) and finds them again by id."""
 
@@ -234,40 +246,75 @@ class ResultService:
 
     async def process(
         self, data: bytes, options: ProcessingOptions
-    ) -> tuple[StoredResult, bool, Callable[[], Awaitable[None]] | None]:
-        """Return ``(result, cached, persist)``.
+    ) -> tuple[StoredResult, bool, Persist | None]:
+        """Return ``(result, cached, persist)`` for one upload.
 
         ``persist`` (``None`` for a cached result) writes a new result to cache and storage; the
         router runs it after the response is sent, so it adds nothing to the latency.
+
+        Raises:
+            AudioprocError: the upload or the options were rejected.
         """
-        content_sha256 = await anyio.to_thread.run_sync(lambda: hashlib.sha256(data).hexdigest())
-        key = result_id(content_sha256, options)
-        warnings: list[str] = []
-        found = await self._cache_get(key, warnings)
-        if found is None:
-            found = await self.storage.get(key)
-        if found is not None:
-            metrics.CACHE_LOOKUPS.labels("hit").inc()
-            return StoredResult.from_bundle(found), True, None
-        metrics.CACHE_LOOKUPS.labels("error" if warnings else "miss").inc()
-        run = await anyio.to_thread.run_sync(self.pipeline.run, data, options, limiter=self.limiter)
-        for name, ms in run.steps:
-            metrics.PIPELINE_STEP_SECONDS.labels(name).observe(ms / 1000.0)
-        metrics.AUDIO_SECONDS.inc(run.input.duration_s)
-        result = StoredResult.from_pipeline(
-            run, id=key, content_sha256=content_sha256, options=options
+        outcomes, persist = await self.process_batch([data], options)
+        outcome = outcomes[0]
+        if outcome.error is not None:
+            raise outcome.error
+        assert outcome.result is not None
+        return outcome.result, outcome.cached, persist
+
+    async def process_batch(
+        self, uploads: Sequence[bytes], options: ProcessingOptions
+    ) -> tuple[list[Outcome], Persist | None]:
+        """Results for several uploads: cached ones are looked up, the rest run as one batch.
+
+        Returns:
+            Per upload its :class:`Outcome`, and a ``persist`` callable for the new results.
+        """
+        hashes = await anyio.to_thread.run_sync(
+            lambda: [hashlib.sha256(data).hexdigest() for data in uploads]
         )
-        result.meta["warnings"].extend(warnings)
+        keys = [result_id(content_sha256, options) for content_sha256 in hashes]
+        warnings: list[str] = []
+        outcomes: list[Outcome | None] = [None] * len(uploads)
+        pending: list[int] = []
+        for index, key in enumerate(keys):
+            found = await self._cache_get(key, warnings)
+            if found is None:
+                found = await self.storage.get(key)
+            if found is None:
+                metrics.CACHE_LOOKUPS.labels("error" if warnings else "miss").inc()
+                pending.append(index)
+            else:
+                metrics.CACHE_LOOKUPS.labels("hit").inc()
+                outcomes[index] = Outcome(StoredResult.from_bundle(found), None, True)
+        runs = await anyio.to_thread.run_sync(
+            self.pipeline.run_batch, [uploads[i] for i in pending], options, limiter=self.limiter
+        )
+        new: list[StoredResult] = []
+        for index, run in zip(pending, runs, strict=True):
+            if isinstance(run, AudioprocError):
+                outcomes[index] = Outcome(None, run, False)
+                continue
+            for name, ms in run.steps:
+                metrics.PIPELINE_STEP_SECONDS.labels(name).observe(ms / 1000.0)
+            metrics.AUDIO_SECONDS.inc(run.input.duration_s)
+            result = StoredResult.from_pipeline(
+                run, id=keys[index], content_sha256=hashes[index], options=options
+            )
+            result.meta["warnings"].extend(warnings)
+            outcomes[index] = Outcome(result, None, False)
+            new.append(result)
 
         async def persist() -> None:
-            bundle = await anyio.to_thread.run_sync(result.to_bundle)
-            await self.storage.put(key, bundle)
-            try:
-                await self.cache.set(key, bundle)
-            except CacheUnavailable:
-                metrics.CACHE_ERRORS.labels("set").inc()
+            for result in new:
+                bundle = await anyio.to_thread.run_sync(result.to_bundle)
+                await self.storage.put(result.id, bundle)
+                try:
+                    await self.cache.set(result.id, bundle)
+                except CacheUnavailable:
+                    metrics.CACHE_ERRORS.labels("set").inc()
 
-        return result, False, persist
+        return [o for o in outcomes if o is not None], persist if new else None
 
     async def get(self, key: str) -> StoredResult:
         """The stored result ``key``, from the cache or else from storage."""

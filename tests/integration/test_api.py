@@ -297,3 +297,117 @@ def test_oversized_streamed_body_is_refused_while_it_streams(tmp_path) -> None: 
         assert response.status_code == 413
         assert response.json()["code"] == "upload_too_large"
         assert small.get("/healthz").status_code == 200
+
+
+def test_batch_equals_one_by_one(client: TestClient) -> None:
+    rng = np.random.default_rng(5)
+    clips = [
+        wav_bytes(
+            tone(150 + 40 * i, 0.4 + 0.37 * i, rate, 0.2)
+            + 0.01 * rng.standard_normal(int((0.4 + 0.37 * i) * rate)).astype(np.float32),
+            rate,
+        )
+        for i, rate in enumerate([16000, 44100, 22050, 48000])
+    ]
+    options = json.dumps(
+        {
+            "features": {
+                "names": ["log_mel", "mfcc", "energy", "zcr"],
+                "deltas": 2,
+                "normalize": "cmvn",
+                "aggregate": True,
+            }
+        }
+    )
+    files = [("files", (f"clip{i}.wav", data)) for i, data in enumerate(clips)]
+    files.append(("files", ("broken.wav", b"RIFF....WAVEjunk")))
+    batch = client.post("/process/batch", files=files, data={"options": options})
+    assert batch.status_code == 200, batch.text
+    entries = batch.json()["results"]
+    assert [e["filename"] for e in entries] == [f"clip{i}.wav" for i in range(4)] + ["broken.wav"]
+    assert entries[-1]["status"] == 422 and entries[-1]["problem"]["code"] == "corrupt_audio"
+    for entry, data in zip(entries, clips, strict=False):
+        assert entry["status"] == 200 and entry["result"]["cached"] is False
+        client.app.state.results.cache._entries.clear()  # type: ignore[attr-defined]
+        for path in client.app.state.results.storage.root.rglob("*.npz"):  # type: ignore[attr-defined]
+            path.unlink()
+        single = client.post(
+            "/process", files={"file": ("x.wav", data)}, data={"options": options}
+        ).json()
+        assert single["cached"] is False and single["id"] == entry["result"]["id"]
+        assert single["output"]["loudness_lufs"] == pytest.approx(
+            entry["result"]["output"]["loudness_lufs"], abs=1e-3
+        )
+        for name, feature in single["features"].items():
+            np.testing.assert_allclose(
+                np.array(entry["result"]["features"][name]["data"], dtype=float),
+                np.array(feature["data"], dtype=float),
+                atol=2e-3,
+                err_msg=name,
+            )
+
+
+def test_batch_limits(client: TestClient) -> None:
+    empty = client.post("/process/batch", files=[("files", ("a.wav", b""))])
+    assert empty.json()["results"][0]["problem"]["code"] == "empty_input"
+    too_many = [("files", (f"{i}.wav", b"x")) for i in range(65)]
+    response = client.post("/process/batch", files=too_many)
+    assert response.status_code == 400 and response.json()["code"] == "invalid_request"
+
+
+@pytest.mark.parametrize(
+    "features",
+    [
+        {"normalize": "sliding_cmn", "cmn_window_s": 0.5},
+        {
+            "normalize": "global",
+            "names": ["mfcc"],
+            "global_stats": {"mfcc": {"mean": [0.0] * 13, "std": [2.0] * 13}},
+        },
+        {"aggregate": True, "functionals": ["median", "p95", "skewness", "slope"]},
+    ],
+)
+def test_normalization_options_through_the_api(client: TestClient, features: dict) -> None:
+    data = wav_bytes(tone(250, 1.0, 16000, 0.2), 16000)
+    response = client.post(
+        "/process",
+        files={"file": ("a.wav", data)},
+        data={"options": json.dumps({"features": features})},
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    if "functionals" in features:
+        assert list(body["features"]["mfcc"]["stats"]) == features["functionals"]
+    if features.get("normalize") == "global":
+        plain = client.post(
+            "/process",
+            files={"file": ("a.wav", data)},
+            data={"options": '{"features": {"names": ["mfcc"]}}'},
+        ).json()
+        np.testing.assert_allclose(
+            np.array(body["features"]["mfcc"]["data"]),
+            np.array(plain["features"]["mfcc"]["data"]) / 2.0,
+            rtol=1e-5,
+        )
+
+
+def test_global_stats_must_fit_the_feature(client: TestClient) -> None:
+    options = {
+        "features": {
+            "normalize": "global",
+            "names": ["mfcc"],
+            "global_stats": {"mfcc": {"mean": [0.0] * 3, "std": [1.0] * 3}},
+        }
+    }
+    response = client.post(
+        "/process",
+        files={"file": ("a.wav", wav_bytes(tone(250, 1.0, 16000), 16000))},
+        data={"options": json.dumps(options)},
+    )
+    assert response.status_code == 422 and "13 rows" in response.json()["detail"]
+    missing = client.post(
+        "/process",
+        files={"file": ("a.wav", b"x")},
+        data={"options": '{"features": {"normalize": "global"}}'},
+    )
+    assert missing.status_code == 422 and "audioproc stats" in missing.json()["detail"]
