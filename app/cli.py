@@ -1,4 +1,4 @@
-"""Command line: ``audioproc serve | process | openapi``."""
+"""Command line: ``audioproc serve | process | stats | openapi``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,11 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from app.models.options import ProcessingOptions
+    from app.pipeline.runner import Pipeline
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -22,34 +27,49 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _process(args: argparse.Namespace) -> int:
-    import hashlib
-
-    import torch
+def _load_options(text: str | None) -> ProcessingOptions | None:
+    """``--options``: JSON text, or ``@file.json``; ``None`` (after a message) when invalid."""
     from pydantic import ValidationError
-    from tqdm import tqdm
 
-    from app.config import get_settings
-    from app.errors import AudioprocError
     from app.models.options import ProcessingOptions
-    from app.pipeline.decode import DecodeLimits
-    from app.pipeline.runner import Pipeline, choose_device
-    from app.services.results import StoredResult, result_id
 
-    settings = get_settings()
-    text = args.options
     if text and text.startswith("@"):
         text = Path(text[1:]).read_text()
     try:
-        options = ProcessingOptions.model_validate_json(text) if text else ProcessingOptions()
+        return ProcessingOptions.model_validate_json(text) if text else ProcessingOptions()
     except ValidationError as exc:
         print(f"audioproc: invalid --options: {exc}", file=sys.stderr)
-        return 2
+        return None
+
+
+def _local_pipeline() -> Pipeline:
+    """A pipeline configured from the environment, for offline commands."""
+    import torch
+
+    from app.config import get_settings
+    from app.pipeline.decode import DecodeLimits
+    from app.pipeline.runner import Pipeline, choose_device
+
+    settings = get_settings()
     torch.set_num_threads(settings.torch_threads)
-    pipeline = Pipeline(
+    return Pipeline(
         choose_device(settings.audio_device),
         DecodeLimits(max_duration_s=settings.max_duration_s, timeout_s=settings.decode_timeout_s),
     )
+
+
+def _process(args: argparse.Namespace) -> int:
+    import hashlib
+
+    from tqdm import tqdm
+
+    from app.errors import AudioprocError
+    from app.services.results import StoredResult, result_id
+
+    options = _load_options(args.options)
+    if options is None:
+        return 2
+    pipeline = _local_pipeline()
     failures = 0
     files = [Path(f) for f in args.files]
     for path in tqdm(files, unit="file", disable=len(files) < 2 or args.quiet):
@@ -74,6 +94,72 @@ def _process(args: argparse.Namespace) -> int:
         if len(files) < 2 and not args.quiet:
             print(f"{path} → {target}")
     return 1 if failures else 0
+
+
+AUDIO_SUFFIXES = frozenset(
+    {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".mp4", ".aac", ".webm", ".aiff"}
+)
+
+
+def _audio_files(paths: list[str]) -> list[Path]:
+    files: list[Path] = []
+    for name in paths:
+        path = Path(name)
+        if path.is_dir():
+            files.extend(p for p in sorted(path.rglob("*")) if p.suffix.lower() in AUDIO_SUFFIXES)
+        else:
+            files.append(path)
+    return files
+
+
+def _stats(args: argparse.Namespace) -> int:
+    """Per-row mean and standard deviation of every feature over a corpus (for
+    ``features.normalize = "global"``)."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from app.errors import AudioprocError
+
+    options = _load_options(args.options)
+    if options is None:
+        return 2
+    # Statistics are of the raw features: no normalization, no functionals.
+    features = options.features.model_copy(update={"normalize": "none", "aggregate": False})
+    options = options.model_copy(update={"features": features})
+    pipeline = _local_pipeline()
+    sums: dict[str, np.ndarray] = {}
+    squares: dict[str, np.ndarray] = {}
+    counts: dict[str, np.ndarray] = {}
+    files = _audio_files(args.paths)
+    used = 0
+    for path in tqdm(files, unit="file", disable=args.quiet):
+        try:
+            run = pipeline.run(path.read_bytes(), options)
+        except (AudioprocError, OSError) as exc:
+            tqdm.write(f"{path}: skipped: {getattr(exc, 'detail', exc)}", file=sys.stderr)
+            continue
+        used += 1
+        for name, feature in run.features.items():
+            data = feature.data.detach().cpu().double().numpy()
+            data = data.reshape(-1, data.shape[-1])
+            finite = np.isfinite(data)
+            values = np.where(finite, data, 0.0)
+            sums[name] = sums.get(name, 0) + values.sum(-1)
+            squares[name] = squares.get(name, 0) + np.square(values).sum(-1)
+            counts[name] = counts.get(name, 0) + finite.sum(-1)
+    if not used:
+        print("audioproc: no file could be processed", file=sys.stderr)
+        return 1
+    stats = {}
+    for name, total in sums.items():
+        n = np.maximum(counts[name], 1)
+        mean = total / n
+        std = np.sqrt(np.maximum(squares[name] / n - mean**2, 0.0))
+        stats[name] = {"mean": mean.tolist(), "std": np.maximum(std, 1e-8).tolist()}
+    Path(args.output).write_text(json.dumps(stats, indent=1) + "\n")
+    if not args.quiet:
+        print(f"statistics of {used} file(s) → {args.output}")
+    return 0
 
 
 def _openapi(args: argparse.Namespace) -> int:
@@ -110,6 +196,15 @@ def build_parser() -> argparse.ArgumentParser:
     process.add_argument("--audio", action="store_true", help="also write the processed WAV")
     process.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     process.set_defaults(run=_process)
+
+    stats = commands.add_parser(
+        "stats", help="per-row feature mean/std over files or folders (for normalize=global)"
+    )
+    stats.add_argument("paths", nargs="+", help="recordings, or folders searched recursively")
+    stats.add_argument("-o", "--output", default="stats.json", help="JSON file to write")
+    stats.add_argument("--options", help="ProcessingOptions JSON, or @file.json")
+    stats.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    stats.set_defaults(run=_stats)
 
     openapi = commands.add_parser("openapi", help="export the OpenAPI spec")
     openapi.add_argument("-o", "--output", default="openapi/openapi.json", help="path, or -")

@@ -411,3 +411,48 @@ def test_global_stats_must_fit_the_feature(client: TestClient) -> None:
         data={"options": '{"features": {"normalize": "global"}}'},
     )
     assert missing.status_code == 422 and "audioproc stats" in missing.json()["detail"]
+
+
+def test_cli_stats_feed_global_normalization(tmp_path, client: TestClient) -> None:  # type: ignore[no-untyped-def]
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(3):
+        (corpus / f"c{i}.wav").write_bytes(wav_bytes(tone(150 + 90 * i, 0.6, 16000, 0.2), 16000))
+    (corpus / "notes.txt").write_text("not audio")
+    out = tmp_path / "stats.json"
+    assert (
+        cli_main(
+            [
+                "stats",
+                str(corpus),
+                "-o",
+                str(out),
+                "-q",
+                "--options",
+                '{"features": {"names": ["mfcc", "energy"]}}',
+            ]
+        )
+        == 0
+    )
+    stats = json.loads(out.read_text())
+    assert set(stats) == {"mfcc", "energy"} and len(stats["mfcc"]["mean"]) == 13
+    frames = [
+        np.array(
+            client.post(
+                "/process",
+                files={"file": ("a.wav", p.read_bytes())},
+                data={"options": '{"features": {"names": ["mfcc"]}}'},
+            ).json()["features"]["mfcc"]["data"]
+        )
+        for p in sorted(corpus.glob("*.wav"))
+    ]
+    pooled = np.concatenate(frames, axis=1)
+    np.testing.assert_allclose(stats["mfcc"]["mean"], pooled.mean(1), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(stats["mfcc"]["std"], pooled.std(1), rtol=1e-4, atol=1e-3)
+    options = {"features": {"names": ["mfcc"], "normalize": "global", "global_stats": stats}}
+    response = client.post(
+        "/process",
+        files={"file": ("a.wav", (corpus / "c0.wav").read_bytes())},
+        data={"options": json.dumps(options)},
+    )
+    assert response.status_code == 200
