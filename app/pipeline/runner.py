@@ -95,9 +95,20 @@ class Pipeline:
     per parameter set and cached; :meth:`warmup` builds the defaults ahead of the first request.
     """
 
-    def __init__(self, device: torch.device, limits: DecodeLimits) -> None:
+    def __init__(
+        self, device: torch.device, limits: DecodeLimits, *, batch_size: int | None = None
+    ) -> None:
+        """
+        Args:
+            device: where tensors live.
+            limits: decoding bounds.
+            batch_size: most signals padded into one tensor by :meth:`run_batch`. Default: 32
+                on CUDA; 1 on the CPU, where the stages are memory-bound and one cache-sized
+                signal at a time is fastest (scripts/bench_batch.py).
+        """
         self.device = device
         self.limits = limits
+        self.batch_size = batch_size or (32 if device.type == "cuda" else 1)
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -132,9 +143,10 @@ class Pipeline:
         """Process several recordings, batching the spectral and feature stages.
 
         Each input is decoded and brought to the output rate on its own; inputs with the same
-        channel count are then padded into one ``(batch, channel, time)`` tensor for the STFT,
-        loudness measurement and features. Results equal :meth:`run` on each input alone
-        (within float tolerance). Batch-stage step times are shared equally among the inputs.
+        channel count are then padded, up to ``batch_size`` at a time, into one
+        ``(batch, channel, time)`` tensor for the STFT, loudness measurement and features.
+        Results equal :meth:`run` on each input alone (within float tolerance). Batch-stage step
+        times are shared equally among the inputs.
 
         Returns:
             Per input, its result, or the :class:`AudioprocError` that rejected it.
@@ -149,10 +161,12 @@ class Pipeline:
         groups: dict[int, list[int]] = {}
         for index, item in prepared.items():
             groups.setdefault(item.samples.shape[0], []).append(index)
-        for indices in groups.values():
-            results = self._describe([prepared[i] for i in indices], options)
-            for index, result in zip(indices, results, strict=True):
-                outcomes[index] = result
+        for same_channels in groups.values():
+            for start in range(0, len(same_channels), self.batch_size):
+                indices = same_channels[start : start + self.batch_size]
+                results = self._describe([prepared[i] for i in indices], options)
+                for index, result in zip(indices, results, strict=True):
+                    outcomes[index] = result
         return [outcome for outcome in outcomes if outcome is not None]
 
     def _prepare(self, data: bytes, options: ProcessingOptions) -> _Prepared:

@@ -1,0 +1,97 @@
+"""Batched extraction against one-by-one: 32 clips of 5 s of real speech, one CPU thread.
+
+The clips are cut from ``../shared/data/speech`` (16 kHz PCM16 WAV, each clip different). Both
+paths run the same options (log-mel, MFCC with Δ/ΔΔ, energy, ZCR); the batched path is
+``Pipeline.run_batch`` (the code behind ``POST /process/batch``), the other ``Pipeline.run`` per
+clip. Prints clips per second for each and their ratio.
+
+Usage::
+
+    python scripts/bench_batch.py [--clips 32] [--seconds 5] [--repeats 7]
+"""
+
+from __future__ import annotations
+
+# ruff: noqa: E402  (the thread-count variables must be set before numpy/torch are imported)
+import os
+
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import argparse
+import io
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+from scipy.signal import resample_poly
+
+REPO = Path(__file__).resolve().parents[1]
+SPEECH = REPO.parent / "shared" / "data" / "speech"
+sys.path.insert(0, str(REPO))
+
+from app.models.options import ProcessingOptions
+from app.pipeline.decode import DecodeLimits
+from app.pipeline.runner import Pipeline
+
+
+def make_clips(count: int, seconds: float) -> list[bytes]:
+    speech = []
+    for path in sorted(SPEECH.glob("*.ogg")):
+        y, sr = sf.read(path, dtype="float32")
+        speech.append(resample_poly(y, 160, sr // 100).astype(np.float32))
+    signal = np.concatenate(speech)
+    length = int(seconds * 16000)
+    step = max(1, (len(signal) - length) // count)
+    clips = []
+    for i in range(count):
+        start = (i * step) % (len(signal) - length)
+        buffer = io.BytesIO()
+        sf.write(buffer, signal[start : start + length], 16000, format="WAV", subtype="PCM_16")
+        clips.append(buffer.getvalue())
+    return clips
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    options = ProcessingOptions.model_validate(
+        {"features": {"names": ["log_mel", "mfcc", "energy", "zcr"], "deltas": 2}}
+    )
+    pipeline = Pipeline(torch.device("cpu"), DecodeLimits())
+    pipeline.warmup(options)
+    clips = make_clips(args.clips, args.seconds)
+
+    def one_by_one() -> None:
+        for clip in clips:
+            pipeline.run(clip, options)
+
+    def batched() -> None:
+        pipeline.run_batch(clips, options)
+
+    times: dict[str, list[float]] = {"one by one": [], "batched": []}
+    for _ in range(args.repeats):  # interleaved, so drift hits both alike
+        for name, run in (("one by one", one_by_one), ("batched", batched)):
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    print(f"{args.clips} clips × {args.seconds:g} s, 1 thread, median of {args.repeats}:")
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    for name, value in medians.items():
+        print(
+            f"  {name:<11} {value * 1000:8.1f} ms  {args.clips / value:8.1f} clips/s  "
+            f"{args.clips * args.seconds / value:8.0f}× real time"
+        )
+    print(f"  batched / one-by-one throughput: {medians['one by one'] / medians['batched']:.2f}×")
+
+
+if __name__ == "__main__":
+    main()
