@@ -1,9 +1,15 @@
 """Batched extraction against one-by-one: 32 clips of 5 s of real speech, one CPU thread.
 
 The clips are cut from ``../shared/data/speech`` (16 kHz PCM16 WAV, each clip different). Both
-paths run the same options (log-mel, MFCC with Δ/ΔΔ, energy, ZCR); the batched path is
-``Pipeline.run_batch`` (the code behind ``POST /process/batch``), the other ``Pipeline.run`` per
-clip. Prints clips per second for each and their ratio.
+paths run the same options (log-mel, MFCC with Δ/ΔΔ, energy, ZCR):
+
+(a) in-process: ``Pipeline.run_batch`` (the code behind ``POST /process/batch``) against
+    ``Pipeline.run`` per clip;
+(b) through the API (the ASGI app in-process, no network): one ``POST /process/batch`` with all
+    clips against one ``POST /process`` per clip. Each repeat changes the loudness target by
+    1e-4 LU so that every request misses the cache.
+
+Prints clips per second for each and their ratio.
 
 Usage::
 
@@ -90,6 +96,52 @@ def main() -> None:
             f"  {name:<11} {value * 1000:8.1f} ms  {args.clips / value:8.1f} clips/s  "
             f"{args.clips * args.seconds / value:8.0f}× real time"
         )
+    print(f"  batched / one-by-one throughput: {medians['one by one'] / medians['batched']:.2f}×")
+    bench_api(clips, args)
+
+
+def bench_api(clips: list[bytes], args: argparse.Namespace) -> None:
+    import json
+    import tempfile
+
+    from fastapi.testclient import TestClient
+
+    from app.config import Settings
+    from app.main import create_app
+
+    settings = Settings(storage_dir=Path(tempfile.mkdtemp()), torch_threads=1)
+    times: dict[str, list[float]] = {"one by one": [], "batched": []}
+    with TestClient(create_app(settings)) as client:
+        for repeat in range(args.repeats + 1):
+            options = json.dumps(
+                {
+                    "loudness": {"target": -23.0 + 1e-4 * repeat},
+                    "features": {"names": ["log_mel", "mfcc", "energy", "zcr"], "deltas": 2},
+                }
+            )
+            start = time.perf_counter()
+            for clip in clips:
+                response = client.post(
+                    "/process", files={"file": ("c.wav", clip)}, data={"options": options}
+                )
+                assert response.status_code == 200 and not response.json()["cached"]
+            one = time.perf_counter() - start
+            options = options.replace('"target"', '"peak_dbfs": -1.0, "target"')
+            start = time.perf_counter()
+            response = client.post(
+                "/process/batch",
+                data={"options": options},
+                files=[("files", (f"{i}.wav", c)) for i, c in enumerate(clips)],
+            )
+            assert response.status_code == 200
+            batched = time.perf_counter() - start
+            if repeat:  # the first round warms up
+                times["one by one"].append(one)
+                times["batched"].append(batched)
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    print("through the API (JSON responses):")
+    for name, value in medians.items():
+        print(f"  {name:<11} {value * 1000:8.1f} ms  {args.clips / value:8.1f} clips/s")
     print(f"  batched / one-by-one throughput: {medians['one by one'] / medians['batched']:.2f}×")
 
 
