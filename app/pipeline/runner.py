@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from app.errors import AudioprocError
-from app.models.options import ProcessingOptions
+from app.models.options import FeatureOptions, ProcessingOptions
 from app.pipeline import normalize as N
 from app.pipeline.audio import Audio, InputInfo
 from app.pipeline.decode import DecodeLimits, decode
@@ -205,14 +205,22 @@ class Pipeline:
             batch = torch.stack([F.pad(p, (0, longest - p.shape[-1])) for p in padded])
             power = stft_power(batch, frames, padded=True)
             num_frames = [frames.num_frames(item.samples.shape[-1]) for item in items]
-            window = frames.window(batch.device)
+            # Loudness is always measured on the default 25 ms / 10 ms framing, so that it does
+            # not depend on the feature preset; the default preset's STFT is reused as it is.
+            meter = resolve(FeatureOptions(), rate).frames
+            window = meter.window(batch.device)
             measured: list[tuple[float, float, N.GainDecision, list[str]]] = []
             for index, item in enumerate(items):
+                meter_power = (
+                    power[index, ..., : num_frames[index]]
+                    if meter == frames
+                    else stft_power(item.samples, meter)
+                )
                 lufs = N.integrated_loudness(
-                    power[index, ..., : num_frames[index]],
+                    meter_power,
                     sample_rate=rate,
-                    hop_length=frames.hop_length,
-                    n_fft=frames.n_fft,
+                    hop_length=meter.hop_length,
+                    n_fft=meter.n_fft,
                     window=window,
                 )
                 peak = N.peak_dbfs(item.samples)
