@@ -236,7 +236,7 @@ class Pipeline:
             features = compute_features(
                 batch,
                 power,
-                num_frames=num_frames,
+                lengths=[item.samples.shape[-1] for item in items],
                 names=options.features.names,
                 config=config,
                 options=options.features,

@@ -29,7 +29,7 @@ def features_of(samples: np.ndarray, sample_rate: int, **options: object) -> dic
     return compute_features(
         padded,
         power,
-        num_frames=[config.frames.num_frames(len(samples))],
+        lengths=[len(samples)],
         names=opts.names,
         config=config,
         options=opts,

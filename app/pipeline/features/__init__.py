@@ -52,7 +52,7 @@ def compute_features(
     padded: torch.Tensor,
     power: torch.Tensor,
     *,
-    num_frames: Sequence[int],
+    lengths: Sequence[int],
     names: Sequence[FeatureName],
     config: FeatureConfig,
     options: FeatureOptions,
@@ -68,7 +68,7 @@ def compute_features(
             zero-extended to a common length, shape ``(batch, channel, time)``.
         power: their power spectrograms (``stft_power(padded, frames, padded=True)``), shape
             ``(batch, channel, n_fft // 2 + 1, frame)``.
-        num_frames: each signal's own frame count (``1 + time_i // hop_length``).
+        lengths: each signal's own length, samples (its frames: ``1 + length // hop_length``).
         names: which features.
         config: resolved sizes (see :func:`~app.pipeline.features.presets.resolve`).
         options: the client's feature options (scale, deltas, normalization, aggregation).
@@ -105,7 +105,8 @@ def compute_features(
         elif name == "zcr":
             batched[name] = (zero_crossing_rate(padded, frames, padded=True), _UNITS[name], None)
     results: list[dict[str, FeatureArray]] = []
-    for index, count in enumerate(num_frames):
+    for index, length in enumerate(lengths):
+        count = frames.num_frames(length)
         features: dict[str, FeatureArray] = {}
         for key, (data, unit, rows) in batched.items():
             item = data[index, ..., :count]
