@@ -75,11 +75,14 @@ class RowStatistics(_Options):
 class FeatureOptions(_Options):
     """Which features to compute and how. `null` sizes take the preset's value."""
 
-    names: list[FeatureName] = Field(
-        default=["log_mel", "mfcc", "energy"],
+    names: list[FeatureName] | None = Field(
+        default=None,
         description="Features to compute, each a `[features, frames]` array: `spectrogram` "
-        "(linear STFT, `n_fft/2+1` rows), `log_mel` (`n_mels` rows, dB), `mfcc` (`n_mfcc` rows, "
-        "×(1+`deltas`)), `energy` (rows `rms`, `log_energy`), `zcr` (1 row, fraction).",
+        "(linear STFT, `n_fft/2+1` rows), `log_mel` (`n_mels` rows), `mfcc` (`n_mfcc` rows, "
+        "×(1+`deltas`)), `energy` (rows `rms`, `log_energy`), `zcr` (1 row, fraction), "
+        "`waveform` (the normalized samples, 1 row at the sampling rate). null: the preset's "
+        "(default: log_mel, mfcc, energy; librosa, kaldi: log_mel, mfcc; whisper: log_mel; "
+        "wav2vec2: waveform).",
         examples=[["log_mel", "mfcc", "energy"]],
         max_length=16,
     )
@@ -89,8 +92,20 @@ class FeatureOptions(_Options):
         "power of two, reflect padding, 80 Slaney mel bands 0 Hz–Nyquist, log-mel in dB "
         "(floor −100 dB), 13 MFCC (orthonormal DCT-II of the dB log-mel, c0 kept). `librosa`: "
         "librosa's defaults — n_fft 2048, hop 512, zero padding, 128 mels, `power_to_db` with "
-        "top_db 80, 20 MFCC — equal to `librosa.feature.melspectrogram` / `mfcc`.",
+        "top_db 80, 20 MFCC — equal to `librosa.feature.melspectrogram` / `mfcc`. `whisper`: "
+        "the log-mel OpenAI Whisper's encoder takes (16 kHz only; 80 or 128 mels; log10, "
+        "clamped 8 below the maximum, (x+4)/4; T//160 frames; `whisper_pad_30s` pads to 3000 "
+        "frames). `kaldi`: Kaldi's `compute-fbank-feats` / `compute-mfcc-feats` (povey window, "
+        "pre-emphasis 0.97, DC removal, edges snipped — frame 0 centred at 12.5 ms —, log mel "
+        "energies from 20 Hz; MFCC with 23 bins, lifter 22, c0 = log energy; dither 0). "
+        "`wav2vec2`: the zero-mean, unit-variance waveform wav2vec 2.0 / HuBERT models take.",
         examples=["default"],
+    )
+    whisper_pad_30s: bool = Field(
+        default=False,
+        description="`whisper` preset: pad (or cut) the audio to Whisper's 30 s window, as "
+        "`whisper.pad_or_trim` does, giving exactly 3000 frames.",
+        examples=[False],
     )
     win_ms: float | None = Field(
         default=None,
@@ -173,10 +188,25 @@ class FeatureOptions(_Options):
         examples=[["mean", "std", "p05", "p95", "slope"]],
     )
 
+    @property
+    def resolved_names(self) -> list[FeatureName]:
+        """``names``, or the preset's default features when ``names`` is null."""
+        from app.pipeline.features.presets import DEFAULT_NAMES
+
+        return list(self.names) if self.names is not None else DEFAULT_NAMES[self.preset]
+
     @model_validator(mode="after")
     def _check_consistency(self) -> FeatureOptions:
-        if len(set(self.names)) != len(self.names):
+        names = self.resolved_names
+        if len(set(names)) != len(names):
             raise ValueError("features.names lists a feature more than once")
+        if self.preset == "whisper":
+            if "mfcc" in names:
+                raise ValueError("the whisper preset provides log_mel, not mfcc")
+            if self.n_mels not in (None, 80, 128):
+                raise ValueError(f"the whisper preset has 80 or 128 mels, not {self.n_mels}")
+            if self.win_ms is not None or self.hop_ms is not None:
+                raise ValueError("the whisper preset fixes win_ms (25) and hop_ms (10)")
         if self.win_ms is not None and self.hop_ms is not None and self.hop_ms > self.win_ms:
             raise ValueError(
                 f"features.hop_ms ({self.hop_ms}) must not exceed features.win_ms ({self.win_ms})"
@@ -186,7 +216,7 @@ class FeatureOptions(_Options):
                 f"features.n_mfcc ({self.n_mfcc}) must not exceed features.n_mels ({self.n_mels})"
             )
         if self.normalize == "global":
-            missing = [n for n in self.names if n not in (self.global_stats or {})]
+            missing = [n for n in names if n not in (self.global_stats or {})]
             if missing:
                 raise ValueError(
                     "features.normalize 'global' needs features.global_stats for "
@@ -226,6 +256,11 @@ class ProcessingOptions(_Options):
 
     @model_validator(mode="after")
     def _check_nyquist(self) -> ProcessingOptions:
+        if self.features.preset == "whisper" and self.target_sample_rate != 16000:
+            raise ValueError(
+                "the whisper preset needs target_sample_rate 16000 (Whisper's rate), not "
+                f"{self.target_sample_rate}"
+            )
         nyquist = self.target_sample_rate / 2
         if self.features.f_max is not None and self.features.f_max > nyquist:
             raise ValueError(

@@ -51,7 +51,12 @@ class FeatureReport(BaseModel):
         description="`[features, frames]` (channels first when kept).", examples=[[13, 1231]]
     )
     frame_rate_hz: float = Field(
-        description="Frames per second; frame t is centred at t/rate s.", examples=[100.0]
+        description="Frames per second (the sampling rate for `waveform`).", examples=[100.0]
+    )
+    frame_offset_s: float = Field(
+        description="Centre of frame 0, seconds (0 for centred frames; Kaldi's snipped edges: "
+        "half a window); frame t is centred at frame_offset_s + t/frame_rate_hz.",
+        examples=[0.0],
     )
     unit: str = Field(description="Unit of the values.", examples=["dB"])
     rows: list[str] | None = Field(

@@ -237,7 +237,6 @@ class Pipeline:
                 batch,
                 power,
                 lengths=[item.samples.shape[-1] for item in items],
-                names=options.features.names,
                 config=config,
                 options=options.features,
             )

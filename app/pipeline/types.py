@@ -10,8 +10,8 @@ LoudnessMode = Literal["lufs", "peak", "rms", "off"]
 SpectrogramScale = Literal["magnitude", "power", "db"]
 MelScale = Literal["slaney", "htk"]
 PadMode = Literal["reflect", "constant"]
-FeatureName = Literal["spectrogram", "log_mel", "mfcc", "energy", "zcr"]
-FeaturePreset = Literal["default", "librosa"]
+FeatureName = Literal["spectrogram", "log_mel", "mfcc", "energy", "zcr", "waveform"]
+FeaturePreset = Literal["default", "librosa", "whisper", "kaldi", "wav2vec2"]
 FeatureNormalization = Literal["none", "cmn", "cmvn", "sliding_cmn", "global"]
 Functional = Literal[
     "mean", "std", "min", "max", "range", "median", "p05", "p25", "p75", "p95",

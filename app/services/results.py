@@ -73,6 +73,7 @@ class StoredResult:
             features_meta[name] = {
                 "shape": list(data.shape),
                 "frame_rate_hz": feature.frame_rate_hz,
+                "frame_offset_s": feature.frame_offset_s,
                 "unit": feature.unit,
                 **({"rows": feature.rows} if feature.rows else {}),
             }

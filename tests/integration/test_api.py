@@ -456,3 +456,88 @@ def test_cli_stats_feed_global_normalization(tmp_path, client: TestClient) -> No
         data={"options": json.dumps(options)},
     )
     assert response.status_code == 200
+
+
+def _processed(client: TestClient, data: bytes, features: dict) -> tuple[dict, np.ndarray]:
+    response = client.post(
+        "/process",
+        files={"file": ("a.wav", data)},
+        data={"options": json.dumps({"features": features})},
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    audio = client.get(f"/features/{body['id']}/audio", params={"encoding": "float32"})
+    samples, _ = sf.read(io.BytesIO(audio.content), dtype="float32")
+    return body, samples
+
+
+@pytest.mark.parametrize("n_mels", [80, 128])
+@pytest.mark.parametrize("pad", [False, True])
+def test_whisper_preset_equals_whisper(
+    client: TestClient, speech: tuple[np.ndarray, int], n_mels: int, pad: bool
+) -> None:
+    import torch
+    import whisper.audio
+
+    y, sr = speech
+    body, samples = _processed(
+        client, wav_bytes(y, sr), {"preset": "whisper", "n_mels": n_mels, "whisper_pad_30s": pad}
+    )
+    audio = torch.from_numpy(samples)
+    if pad:
+        audio = whisper.audio.pad_or_trim(audio)
+    reference = whisper.audio.log_mel_spectrogram(audio, n_mels=n_mels).numpy()
+    ours = np.array(body["features"]["log_mel"]["data"], dtype=np.float32)
+    assert ours.shape == reference.shape == ((n_mels, 3000) if pad else ours.shape)
+    assert np.abs(ours - reference).max() <= 1e-3
+
+
+def test_kaldi_preset_equals_kaldi_native_fbank(
+    client: TestClient, speech: tuple[np.ndarray, int]
+) -> None:
+    import kaldi_native_fbank as knf
+
+    y, sr = speech
+    body, samples = _processed(client, wav_bytes(y, sr), {"preset": "kaldi"})
+    options = knf.FbankOptions()
+    options.frame_opts.dither = 0.0
+    options.frame_opts.samp_freq = 16000
+    options.mel_opts.num_bins = 80
+    fbank = knf.OnlineFbank(options)
+    fbank.accept_waveform(16000, (samples * 32768).tolist())
+    fbank.input_finished()
+    reference = np.stack([fbank.get_frame(i) for i in range(fbank.num_frames_ready)], axis=1)
+    ours = np.array(body["features"]["log_mel"]["data"], dtype=np.float32)
+    assert ours.shape == reference.shape
+    assert body["features"]["log_mel"]["frame_offset_s"] == pytest.approx(0.0125)
+    # kaldi-native-fbank computes in float32: bins ~90 dB below a frame's peak carry its noise.
+    loud = reference >= reference.max(axis=0, keepdims=True) - np.log(10**8)
+    assert np.abs(ours - reference)[loud].max() <= 2e-3
+    assert np.abs(ours - reference).max() <= 1e-2
+    assert body["features"]["mfcc"]["shape"] == [13, reference.shape[1]]
+
+
+def test_wav2vec2_preset_is_the_normalized_waveform(client: TestClient) -> None:
+    data = wav_bytes(tone(200, 0.5, 16000, 0.3) + 0.05, 16000, "FLOAT")
+    body, samples = _processed(client, data, {"preset": "wav2vec2"})
+    waveform = np.array(body["features"]["waveform"]["data"])[0]
+    # What transformers' Wav2Vec2FeatureExtractor(do_normalize=True) computes:
+    expected = (samples - samples.mean()) / np.sqrt(samples.var() + 1e-7)
+    np.testing.assert_allclose(waveform, expected, atol=1e-4)
+    assert body["features"]["waveform"]["frame_rate_hz"] == 16000
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"target_sample_rate": 22050, "features": {"preset": "whisper"}}, "16000"),
+        ({"features": {"preset": "whisper", "names": ["mfcc"]}}, "not mfcc"),
+        ({"features": {"preset": "whisper", "n_mels": 64}}, "80 or 128"),
+        ({"features": {"preset": "nope"}}, "preset"),
+    ],
+)
+def test_preset_validation(client: TestClient, options: dict, message: str) -> None:
+    response = client.post(
+        "/process", files={"file": ("a.wav", b"x")}, data={"options": json.dumps(options)}
+    )
+    assert response.status_code == 422 and message in response.json()["detail"]

@@ -30,7 +30,6 @@ def features_of(samples: np.ndarray, sample_rate: int, **options: object) -> dic
         padded,
         power,
         lengths=[len(samples)],
-        names=opts.names,
         config=config,
         options=opts,
     )[0]

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 
 from app.errors import InvalidOptions
-from app.models.options import FeatureName, FeatureOptions
+from app.models.options import FeatureOptions
 from app.pipeline.features.energy import frame_energy
+from app.pipeline.features.kaldi import kaldi_fbank, kaldi_mfcc
 from app.pipeline.features.normalization import aggregate, normalize_frames
 from app.pipeline.features.presets import FeatureConfig
 from app.pipeline.features.spectral import log_mel, mfcc, spectrogram, with_deltas
 from app.pipeline.features.temporal import zero_crossing_rate
+from app.pipeline.features.whisper import whisper_log_mel
 
 
 @dataclass
@@ -27,10 +30,12 @@ class FeatureArray:
     Attributes:
         data: tensor of shape ``(feature, frame)`` (``(channel, feature, frame)`` when channels are
             kept).
-        frame_rate_hz: frames per second; frame ``t`` is centred at ``t / frame_rate_hz`` s.
+        frame_rate_hz: frames per second.
         unit: unit of the values.
         rows: label of each row, when rows are named.
         stats: utterance-level functionals per row (see :func:`aggregate`), when requested.
+        frame_offset_s: time of frame 0's centre, seconds; frame ``t`` is centred at
+            ``frame_offset_s + t / frame_rate_hz``.
     """
 
     data: torch.Tensor
@@ -38,6 +43,7 @@ class FeatureArray:
     unit: str
     rows: list[str] | None = None
     stats: dict[str, torch.Tensor] | None = field(default=None)
+    frame_offset_s: float = 0.0
 
 
 _UNITS: dict[str, str] = {
@@ -45,7 +51,22 @@ _UNITS: dict[str, str] = {
     "mfcc": "dB (cepstral)",
     "energy": "rms: full scale = 1; log_energy: ln(sum of squares)",
     "zcr": "fraction of sample pairs",
+    "waveform": "normalized amplitude (zero mean, unit variance)",
 }
+
+#: Features computed on each signal's own samples rather than on the padded batch.
+_PER_SIGNAL = {"waveform"}
+#: Presets whose log-mel / MFCC follow another toolkit's own framing and scale.
+_TOOLKIT_PRESETS = {"whisper", "kaldi"}
+
+
+@dataclass(frozen=True)
+class _Raw:
+    data: torch.Tensor
+    unit: str
+    rows: list[str] | None = None
+    frame_rate_hz: float | None = None
+    frame_offset_s: float = 0.0
 
 
 def compute_features(
@@ -53,15 +74,15 @@ def compute_features(
     power: torch.Tensor,
     *,
     lengths: Sequence[int],
-    names: Sequence[FeatureName],
     config: FeatureConfig,
     options: FeatureOptions,
 ) -> list[dict[str, FeatureArray]]:
     """Compute the requested features of a batch of signals.
 
-    Frame-level transforms run on the whole batch at once; deltas, normalization and
-    aggregation then run per signal on its own frames, so a signal's features do not depend on
-    what it was batched with.
+    Frame-level transforms on the STFT run on the whole batch at once; features that follow
+    another toolkit's framing (the whisper and kaldi presets) or that need the bare samples run
+    per signal. Deltas, normalization and aggregation then run per signal on its own frames, so a
+    signal's features do not depend on what it was batched with.
 
     Args:
         padded: signals padded by :func:`~app.pipeline.features.frames.pad_signal` and
@@ -69,22 +90,26 @@ def compute_features(
         power: their power spectrograms (``stft_power(padded, frames, padded=True)``), shape
             ``(batch, channel, n_fft // 2 + 1, frame)``.
         lengths: each signal's own length, samples (its frames: ``1 + length // hop_length``).
-        names: which features.
         config: resolved sizes (see :func:`~app.pipeline.features.presets.resolve`).
-        options: the client's feature options (scale, deltas, normalization, aggregation).
+        options: the client's feature options (names, preset, scale, deltas, normalization,
+            aggregation).
 
     Returns:
-        Per signal, ``{name: FeatureArray}`` in the order of ``names``; with one channel the
+        Per signal, ``{name: FeatureArray}`` in the order of the names; with one channel the
         channel axis is dropped, so arrays are ``(feature, frame)``.
     """
     frames = config.frames
-    batched: dict[str, tuple[torch.Tensor, str, list[str] | None]] = {}
+    names = options.resolved_names
+    toolkit = options.preset in _TOOLKIT_PRESETS
+    batched: dict[str, _Raw] = {}
     mel_db: torch.Tensor | None = None
     for name in names:
+        if name in _PER_SIGNAL or (toolkit and name in ("log_mel", "mfcc")):
+            continue
         if name == "spectrogram":
             scale = options.spectrogram_scale
             unit = {"db": "dB", "power": "|X|^2", "magnitude": "|X|"}[scale]
-            batched[name] = (spectrogram(power, scale), unit, None)
+            batched[name] = _Raw(spectrogram(power, scale), unit)
         elif name in ("log_mel", "mfcc"):
             if mel_db is None:
                 mel_db = log_mel(
@@ -95,37 +120,82 @@ def compute_features(
                     f_max=config.f_max,
                     top_db=config.top_db,
                 )
-            if name == "log_mel":
-                batched[name] = (mel_db, _UNITS[name], None)
-            else:
-                batched[name] = (mfcc(mel_db, n_mfcc=config.n_mfcc), _UNITS[name], None)
+            data = mel_db if name == "log_mel" else mfcc(mel_db, n_mfcc=config.n_mfcc)
+            batched[name] = _Raw(data, _UNITS[name])
         elif name == "energy":
             energy = frame_energy(padded, frames, padded=True)
-            batched[name] = (energy, _UNITS[name], ["rms", "log_energy"])
+            batched[name] = _Raw(energy, _UNITS[name], ["rms", "log_energy"])
         elif name == "zcr":
-            batched[name] = (zero_crossing_rate(padded, frames, padded=True), _UNITS[name], None)
+            batched[name] = _Raw(zero_crossing_rate(padded, frames, padded=True), _UNITS[name])
     results: list[dict[str, FeatureArray]] = []
+    start = frames.n_fft // 2
     for index, length in enumerate(lengths):
         count = frames.num_frames(length)
+        samples = padded[index, :, start : start + length]
+        if samples.shape[0] == 1:
+            samples = samples[0]
+        raw: dict[str, _Raw] = {}
+        for name in names:
+            if name in batched:
+                item = batched[name]
+                data = item.data[index, ..., :count]
+                raw[name] = _Raw(data[0] if data.shape[0] == 1 else data, item.unit, item.rows)
+            else:
+                raw[name] = _per_signal(name, samples, config, options)
         features: dict[str, FeatureArray] = {}
-        for key, (data, unit, rows) in batched.items():
-            item = data[index, ..., :count]
-            if item.shape[0] == 1:
-                item = item[0]
-            if key == "mfcc":
-                item = with_deltas(item, options.deltas)
-            normalized = _normalize(key, item, options, frames.frame_rate_hz)
+        for key, item in raw.items():
+            data = with_deltas(item.data, options.deltas) if key == "mfcc" else item.data
+            rate = item.frame_rate_hz or frames.frame_rate_hz
+            normalized = _normalize(key, data, options, rate)
             features[key] = FeatureArray(
                 data=normalized,
-                frame_rate_hz=frames.frame_rate_hz,
-                unit=unit if options.normalize == "none" else f"{unit}, {options.normalize}",
-                rows=rows,
-                stats=aggregate(normalized, options.functionals, frame_rate_hz=frames.frame_rate_hz)
+                frame_rate_hz=rate,
+                unit=item.unit
+                if options.normalize == "none"
+                else f"{item.unit}, {options.normalize}",
+                rows=item.rows,
+                stats=aggregate(normalized, options.functionals, frame_rate_hz=rate)
                 if options.aggregate
                 else None,
+                frame_offset_s=item.frame_offset_s,
             )
         results.append(features)
     return results
+
+
+def _per_signal(
+    name: str, samples: torch.Tensor, config: FeatureConfig, options: FeatureOptions
+) -> _Raw:
+    """A feature computed on one signal's samples, shape ``(time,)`` or ``(channel, time)``."""
+    rate = config.frames.sample_rate
+    if name == "waveform":
+        centred = samples - samples.mean(dim=-1, keepdim=True)
+        normalized = centred / (centred.var(dim=-1, unbiased=False, keepdim=True) + 1e-7).sqrt()
+        return _Raw(normalized.unsqueeze(-2), _UNITS[name], frame_rate_hz=float(rate))
+    if options.preset == "whisper":
+        n_mels: Literal[80, 128] = 128 if options.n_mels == 128 else 80  # validated
+        data = whisper_log_mel(
+            samples, sample_rate=rate, n_mels=n_mels, pad_to_30s=options.whisper_pad_30s
+        )
+        return _Raw(data, "Whisper log-mel: (max(log10 P, max − 8) + 4) / 4")
+    frame_length_ms, frame_shift_ms = options.win_ms or 25.0, options.hop_ms or 10.0
+    low_freq = options.f_min if options.f_min > 0 else 20.0
+    high_freq = options.f_max or 0.0
+    rate_hz = 1000.0 / frame_shift_ms
+    offset_s = round(frame_length_ms * rate / 1000) / 2 / rate  # snipped edges: first centre
+    if name == "log_mel":
+        fbank = kaldi_fbank(
+            samples, sample_rate=rate, num_mel_bins=config.n_mels,
+            frame_length_ms=frame_length_ms, frame_shift_ms=frame_shift_ms,
+            low_freq=low_freq, high_freq=high_freq,
+        )  # fmt: skip
+        return _Raw(fbank, "ln mel power (Kaldi fbank, int16 scale)", None, rate_hz, offset_s)
+    cepstra = kaldi_mfcc(
+        samples, sample_rate=rate, num_ceps=config.n_mfcc, num_mel_bins=options.n_mels or 23,
+        frame_length_ms=frame_length_ms, frame_shift_ms=frame_shift_ms,
+        low_freq=low_freq, high_freq=high_freq,
+    )  # fmt: skip
+    return _Raw(cepstra, "Kaldi cepstra (c0 = ln frame energy, lifter 22)", None, rate_hz, offset_s)
 
 
 def _normalize(

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.models.options import FeatureOptions
-from app.pipeline.features.frames import FrameSpec, PadMode
+from app.pipeline.features.frames import FrameSpec
+from app.pipeline.types import FeatureName, FeaturePreset, PadMode
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,16 @@ class FeatureConfig:
     top_db: float | None
 
 
+#: The features each preset computes when ``features.names`` is not given.
+DEFAULT_NAMES: dict[FeaturePreset, list[FeatureName]] = {
+    "default": ["log_mel", "mfcc", "energy"],
+    "librosa": ["log_mel", "mfcc"],
+    "whisper": ["log_mel"],
+    "kaldi": ["log_mel", "mfcc"],
+    "wav2vec2": ["waveform"],
+}
+
+
 def _next_pow2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
@@ -43,6 +54,9 @@ def resolve(options: FeatureOptions, sample_rate: int) -> FeatureConfig:
     if options.preset == "librosa":
         n_fft, win, hop = 2048, 2048, 512
         n_mels, n_mfcc, top_db, pad_mode = 128, 20, 80.0, "constant"
+    elif options.preset == "whisper":  # Whisper's own STFT: 400-point FFT, 160 hop at 16 kHz
+        n_fft, win, hop = 400, 400, 160
+        n_mels, n_mfcc, top_db, pad_mode = 80, 13, None, "reflect"
     else:
         win, hop = round(0.025 * sample_rate), round(0.010 * sample_rate)
         n_fft = _next_pow2(win)
