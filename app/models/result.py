@@ -67,6 +67,11 @@ class FeatureReport(BaseModel):
     data: list[list[float]] | None = Field(
         default=None, description="The values, `data[feature][frame]`."
     )
+    summary: dict[str, float] | None = Field(
+        default=None,
+        description="Utterance-level values of the feature (e.g. `temporal`: "
+        "speaking_rate_syllables_per_s).",
+    )
     stats: dict[str, list[float]] | None = Field(
         default=None, description="Per-row functionals (mean, std, min, max) with `aggregate`."
     )

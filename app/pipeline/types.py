@@ -10,7 +10,9 @@ LoudnessMode = Literal["lufs", "peak", "rms", "off"]
 SpectrogramScale = Literal["magnitude", "power", "db"]
 MelScale = Literal["slaney", "htk"]
 PadMode = Literal["reflect", "constant"]
-FeatureName = Literal["spectrogram", "log_mel", "mfcc", "energy", "zcr", "waveform"]
+FeatureName = Literal[
+    "spectrogram", "log_mel", "mfcc", "energy", "zcr", "spectral", "temporal", "waveform"
+]
 FeaturePreset = Literal["default", "librosa", "whisper", "kaldi", "wav2vec2"]
 FeatureNormalization = Literal["none", "cmn", "cmvn", "sliding_cmn", "global"]
 Functional = Literal[

@@ -76,6 +76,7 @@ class StoredResult:
                 "frame_offset_s": feature.frame_offset_s,
                 "unit": feature.unit,
                 **({"rows": feature.rows} if feature.rows else {}),
+                **({"summary": feature.summary} if feature.summary else {}),
             }
             if feature.stats is not None:
                 stats = np.stack([v.detach().cpu().numpy() for v in feature.stats.values()], -1)

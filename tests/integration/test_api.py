@@ -109,7 +109,7 @@ def test_json_result_follows_the_contract(client: TestClient) -> None:
     assert mfcc["frame_rate_hz"] == 100.0
     assert set(mfcc["stats"]) == {"mean", "std", "min", "max"}
     assert np.allclose(mfcc["stats"]["mean"], 0, atol=1e-4)  # cmvn
-    assert body["features"]["energy"]["rows"] == ["rms", "log_energy"]
+    assert body["features"]["energy"]["rows"] == ["rms", "log_energy", "loudness_db"]
     assert body["features"]["spectrogram"]["shape"] == [257, 201]
 
 
@@ -541,3 +541,26 @@ def test_preset_validation(client: TestClient, options: dict, message: str) -> N
         "/process", files={"file": ("a.wav", b"x")}, data={"options": json.dumps(options)}
     )
     assert response.status_code == 422 and message in response.json()["detail"]
+
+
+def test_spectral_temporal_and_frame_loudness(
+    client: TestClient, speech: tuple[np.ndarray, int]
+) -> None:
+    y, sr = speech
+    options = {"features": {"names": ["spectral", "temporal", "energy"], "aggregate": True}}
+    body = client.post(
+        "/process",
+        files={"file": ("a.wav", wav_bytes(y, sr))},
+        data={"options": json.dumps(options)},
+    ).json()
+    spectral, temporal = body["features"]["spectral"], body["features"]["temporal"]
+    frames = body["features"]["energy"]["shape"][1]
+    assert spectral["rows"][:3] == ["centroid_hz", "bandwidth_hz", "rolloff_hz"]
+    assert spectral["shape"] == [len(spectral["rows"]), frames]
+    assert temporal["rows"] == ["autocorr_peak", "envelope", "onset_strength"]
+    assert 2.0 <= temporal["summary"]["speaking_rate_syllables_per_s"] <= 6.0
+    centroid = np.array(spectral["data"][0], dtype=float)
+    assert 300 < np.nanmedian(centroid) < 3000
+    # Frame loudness of speech normalized to −23 LUFS: loud frames sit around the target.
+    loudness = np.array(body["features"]["energy"]["data"][2], dtype=float)
+    assert -30 < np.percentile(loudness, 90) < -10

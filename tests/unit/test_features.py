@@ -59,7 +59,7 @@ def test_shapes_and_frame_counts_agree() -> None:
     assert out["spectrogram"].data.shape == (257, frames)
     assert out["log_mel"].data.shape == (80, frames)
     assert out["mfcc"].data.shape == (39, frames)
-    assert out["energy"].data.shape == (2, frames)
+    assert out["energy"].data.shape == (3, frames)
     assert out["zcr"].data.shape == (1, frames)
     assert all(f.frame_rate_hz == 100.0 for f in out.values())
 

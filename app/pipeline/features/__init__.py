@@ -14,6 +14,12 @@ import torch
 
 from app.errors import InvalidOptions
 from app.models.options import FeatureOptions
+from app.pipeline.features.descriptors import (
+    loudness_frames_db,
+    speaking_rate,
+    spectral_descriptors,
+    temporal_descriptors,
+)
 from app.pipeline.features.energy import frame_energy
 from app.pipeline.features.kaldi import kaldi_fbank, kaldi_mfcc
 from app.pipeline.features.normalization import aggregate, normalize_frames
@@ -44,18 +50,23 @@ class FeatureArray:
     rows: list[str] | None = None
     stats: dict[str, torch.Tensor] | None = field(default=None)
     frame_offset_s: float = 0.0
+    summary: dict[str, float] | None = None
 
 
 _UNITS: dict[str, str] = {
     "log_mel": "dB",
     "mfcc": "dB (cepstral)",
-    "energy": "rms: full scale = 1; log_energy: ln(sum of squares)",
+    "energy": "rms: full scale = 1; log_energy: ln(sum of squares); loudness_db: K-weighted "
+    "frame loudness, dB (LUFS scale)",
+    "spectral": "per row: Hz (centroid, bandwidth, rolloff), 0–1 (flatness, entropy), flux "
+    "(0–√2), dB (contrast), dB/kHz (slopes)",
+    "temporal": "per row: autocorr_peak (−1–1), envelope (full scale = 1), onset_strength (dB)",
     "zcr": "fraction of sample pairs",
     "waveform": "normalized amplitude (zero mean, unit variance)",
 }
 
 #: Features computed on each signal's own samples rather than on the padded batch.
-_PER_SIGNAL = {"waveform"}
+_PER_SIGNAL = {"waveform", "spectral", "temporal"}
 #: Presets whose log-mel / MFCC follow another toolkit's own framing and scale.
 _TOOLKIT_PRESETS = {"whisper", "kaldi"}
 
@@ -67,6 +78,7 @@ class _Raw:
     rows: list[str] | None = None
     frame_rate_hz: float | None = None
     frame_offset_s: float = 0.0
+    summary: dict[str, float] | None = None
 
 
 def compute_features(
@@ -124,7 +136,11 @@ def compute_features(
             batched[name] = _Raw(data, _UNITS[name])
         elif name == "energy":
             energy = frame_energy(padded, frames, padded=True)
-            batched[name] = _Raw(energy, _UNITS[name], ["rms", "log_energy"])
+            loudness = loudness_frames_db(power, frames=frames).unsqueeze(-2)
+            batched[name] = _Raw(
+                torch.cat([energy, loudness], dim=-2), _UNITS[name],
+                ["rms", "log_energy", "loudness_db"],
+            )  # fmt: skip
         elif name == "zcr":
             batched[name] = _Raw(zero_crossing_rate(padded, frames, padded=True), _UNITS[name])
     results: list[dict[str, FeatureArray]] = []
@@ -141,7 +157,8 @@ def compute_features(
                 data = item.data[index, ..., :count]
                 raw[name] = _Raw(data[0] if data.shape[0] == 1 else data, item.unit, item.rows)
             else:
-                raw[name] = _per_signal(name, samples, config, options)
+                item_power = power[index, ..., :count]
+                raw[name] = _per_signal(name, samples, item_power, config, options)
         features: dict[str, FeatureArray] = {}
         for key, item in raw.items():
             data = with_deltas(item.data, options.deltas) if key == "mfcc" else item.data
@@ -158,16 +175,37 @@ def compute_features(
                 if options.aggregate
                 else None,
                 frame_offset_s=item.frame_offset_s,
+                summary=item.summary,
             )
         results.append(features)
     return results
 
 
 def _per_signal(
-    name: str, samples: torch.Tensor, config: FeatureConfig, options: FeatureOptions
+    name: str,
+    samples: torch.Tensor,
+    power: torch.Tensor,
+    config: FeatureConfig,
+    options: FeatureOptions,
 ) -> _Raw:
-    """A feature computed on one signal's samples, shape ``(time,)`` or ``(channel, time)``."""
-    rate = config.frames.sample_rate
+    """A feature computed on one signal: ``samples`` of shape ``(time,)`` or ``(channel, time)``,
+    ``power`` its spectrogram ``(..., freq, frame)``."""
+    frames = config.frames
+    rate = frames.sample_rate
+    if power.shape[0] == 1 and samples.dim() == 1:
+        power = power[0]
+    if name == "spectral":
+        data, rows = spectral_descriptors(power, frames=frames)
+        return _Raw(data, _UNITS[name], rows)
+    if name == "temporal":
+        data, rows = temporal_descriptors(samples, power, frames=frames)
+        summary = None
+        if samples.dim() == 1:
+            voiced = data[rows.index("autocorr_peak")] >= 0.5
+            hop = frames.hop_length
+            summary = {"speaking_rate_syllables_per_s": speaking_rate(
+                samples, sample_rate=rate, hop_length=hop, voiced=voiced)}  # fmt: skip
+        return _Raw(data, _UNITS[name], rows, summary=summary)
     if name == "waveform":
         centred = samples - samples.mean(dim=-1, keepdim=True)
         normalized = centred / (centred.var(dim=-1, unbiased=False, keepdim=True) + 1e-7).sqrt()
