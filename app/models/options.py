@@ -14,6 +14,7 @@ from app.pipeline.types import (
     Functional,
     LoudnessMode,
     SpectrogramScale,
+    UnvoicedMode,
 )
 
 
@@ -79,9 +80,16 @@ class FeatureOptions(_Options):
         default=None,
         description="Features to compute, each a `[features, frames]` array: `spectrogram` "
         "(linear STFT, `n_fft/2+1` rows), `log_mel` (`n_mels` rows), `mfcc` (`n_mfcc` rows, "
-        "×(1+`deltas`)), `energy` (rows `rms`, `log_energy`), `zcr` (1 row, fraction), "
-        "`waveform` (the normalized samples, 1 row at the sampling rate). null: the preset's "
-        "(default: log_mel, mfcc, energy; librosa, kaldi: log_mel, mfcc; whisper: log_mel; "
+        "×(1+`deltas`)), `energy` (rows `rms`, `log_energy`, `loudness_db`), `zcr` (1 row, "
+        "fraction), "
+        "`pitch` (two outputs: `pitch_hz` rows f0_hz, f0_semitones_re_55hz and `voicing` rows "
+        "voicing_probability, voiced), `voice_quality` (per-frame hnr_db; summary jitter_local, "
+        "shimmer_local, hnr_db), `formants` (f1_hz–f3_hz, LPC, NaN unvoiced), `spectral` "
+        "(centroid, bandwidth, rolloff, flatness, flux, contrast ×7, entropy, slopes), "
+        "`temporal` (autocorr_peak, envelope, onset_strength; summary speaking rate), "
+        "`waveform` (the normalized samples, 1 row at the sampling rate). All frame features "
+        "share the preset's frame rate (100 Hz by default). null: the preset's (default: "
+        "log_mel, mfcc, pitch, energy; librosa, kaldi: log_mel, mfcc; whisper: log_mel; "
         "wav2vec2: waveform).",
         examples=[["log_mel", "mfcc", "energy"]],
         max_length=16,
@@ -148,6 +156,30 @@ class FeatureOptions(_Options):
         description="MFCC regression coefficients to append: 0 none, 1 Δ, 2 Δ and ΔΔ "
         "(HTK formula over ±2 frames).",
         examples=[2],
+    )
+    pitch_f_min: float = Field(
+        default=65.0, gt=0.0, le=1000.0, description="Lowest F0 searched, Hz.", examples=[65.0]
+    )
+    pitch_f_max: float = Field(
+        default=400.0,
+        gt=0.0,
+        le=2000.0,
+        description="Highest F0 searched, Hz (below Nyquist).",
+        examples=[400.0],
+    )
+    unvoiced: UnvoicedMode = Field(
+        default="zero",
+        description="F0 of unvoiced frames in `pitch_hz`: `zero`, `nan` (null in JSON; excluded "
+        "from normalization and functionals) or `interpolate` (linear between voiced frames).",
+        examples=["zero"],
+    )
+    max_formant_hz: float = Field(
+        default=5500.0,
+        ge=1000.0,
+        le=20000.0,
+        description="Ceiling of the formant search, Hz (Praat: 5000 for men, 5500 for women); "
+        "bounded by the Nyquist frequency.",
+        examples=[5500.0],
     )
     spectrogram_scale: SpectrogramScale = Field(
         default="db", description="Scale of the `spectrogram` feature.", examples=["db"]
@@ -224,6 +256,11 @@ class FeatureOptions(_Options):
                 )
         if len(set(self.functionals)) != len(self.functionals):
             raise ValueError("features.functionals lists a functional more than once")
+        if self.pitch_f_min >= self.pitch_f_max:
+            raise ValueError(
+                f"features.pitch_f_min ({self.pitch_f_min} Hz) must be below features.pitch_f_max "
+                f"({self.pitch_f_max} Hz)"
+            )
         if self.f_max is not None and self.f_min >= self.f_max:
             raise ValueError(
                 f"features.f_min ({self.f_min} Hz) must be below features.f_max ({self.f_max} Hz)"
@@ -266,6 +303,11 @@ class ProcessingOptions(_Options):
             raise ValueError(
                 f"features.f_max ({self.features.f_max} Hz) exceeds the Nyquist frequency "
                 f"({nyquist:g} Hz) of target_sample_rate {self.target_sample_rate}"
+            )
+        if self.features.pitch_f_max >= nyquist:
+            raise ValueError(
+                f"features.pitch_f_max ({self.features.pitch_f_max} Hz) must be below the Nyquist "
+                f"frequency ({nyquist:g} Hz)"
             )
         if self.features.f_min >= nyquist:
             raise ValueError(

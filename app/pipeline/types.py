@@ -11,8 +11,10 @@ SpectrogramScale = Literal["magnitude", "power", "db"]
 MelScale = Literal["slaney", "htk"]
 PadMode = Literal["reflect", "constant"]
 FeatureName = Literal[
-    "spectrogram", "log_mel", "mfcc", "energy", "zcr", "spectral", "temporal", "waveform"
-]
+    "spectrogram", "log_mel", "mfcc", "energy", "zcr", "pitch", "voice_quality", "formants",
+    "spectral", "temporal", "waveform",
+]  # fmt: skip
+UnvoicedMode = Literal["zero", "nan", "interpolate"]
 FeaturePreset = Literal["default", "librosa", "whisper", "kaldi", "wav2vec2"]
 FeatureNormalization = Literal["none", "cmn", "cmvn", "sliding_cmn", "global"]
 Functional = Literal[

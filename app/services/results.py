@@ -122,7 +122,8 @@ class StoredResult:
         available = list(self.meta["features"])
         if names is None:
             return available
-        wanted = list(names)
+        # `pitch` is stored as its two outputs.
+        wanted = [o for n in names for o in (("pitch_hz", "voicing") if n == "pitch" else (n,))]
         missing = [n for n in wanted if n not in self.meta["features"]]
         if missing:
             raise InvalidRequest(

@@ -119,14 +119,14 @@ def test_npz_result_and_stored_reads(client: TestClient) -> None:
     assert response.headers["content-type"] == "application/x-npz"
     npz = np.load(io.BytesIO(response.content))
     meta = json.loads(npz["meta"].tobytes())
-    assert set(npz.files) == {"log_mel", "mfcc", "energy", "meta"}
+    assert set(npz.files) == {"log_mel", "mfcc", "pitch_hz", "voicing", "energy", "meta"}
     assert npz["log_mel"].shape == (80, 101) and npz["log_mel"].dtype == np.float32
     stored = client.get(f"/features/{meta['id']}", params={"names": "mfcc", "format": "npz"})
     again = np.load(io.BytesIO(stored.content))
     assert set(again.files) == {"mfcc", "meta"}
     np.testing.assert_array_equal(again["mfcc"], npz["mfcc"])
-    missing = client.get(f"/features/{meta['id']}", params={"names": "pitch"})
-    assert missing.status_code == 400 and "pitch" in missing.json()["detail"]
+    missing = client.get(f"/features/{meta['id']}", params={"names": "formants"})
+    assert missing.status_code == 400 and "formants" in missing.json()["detail"]
 
 
 def test_repeat_is_cached_and_options_change_the_id(client: TestClient) -> None:
@@ -564,3 +564,69 @@ def test_spectral_temporal_and_frame_loudness(
     # Frame loudness of speech normalized to −23 LUFS: loud frames sit around the target.
     loudness = np.array(body["features"]["energy"]["data"][2], dtype=float)
     assert -30 < np.percentile(loudness, 90) < -10
+
+
+def test_pitch_voice_quality_and_formants_against_praat(
+    client: TestClient, speech: tuple[np.ndarray, int]
+) -> None:
+    import parselmouth
+
+    y, sr = speech
+    options = {"features": {"names": ["pitch", "voice_quality", "formants"], "unvoiced": "nan"}}
+    body, samples = _processed(client, wav_bytes(y, sr), options["features"])
+    f0 = np.array(body["features"]["pitch_hz"]["data"][0], dtype=float)  # null → nan
+    voiced = np.array(body["features"]["voicing"]["data"][1], dtype=float) > 0.5
+    assert np.isnan(f0[~voiced]).all() and np.isfinite(f0[voiced]).all()
+    sound = parselmouth.Sound(samples.astype(np.float64), 16000)
+    praat = sound.to_pitch(time_step=0.01, pitch_floor=65, pitch_ceiling=400)
+    times = np.arange(len(f0)) / 100.0
+    reference = np.array([praat.get_value_at_time(t) for t in times])
+    both = voiced & np.isfinite(reference)
+    gross = np.abs(f0[both] - reference[both]) > 0.2 * reference[both]
+    assert both.sum() > 300 and gross.mean() <= 0.02
+    summary = body["features"]["voice_quality"]["summary"]
+    points = parselmouth.praat.call(sound, "To PointProcess (periodic, cc)", 65, 400)
+    jitter = parselmouth.praat.call(points, "Get jitter (local)", 0, 0, 0.0001, 0.02, 1.3)
+    assert summary["jitter_local"] == pytest.approx(jitter, rel=0.2)
+    assert 5 < summary["hnr_db"] < 25
+    f1 = np.array(body["features"]["formants"]["data"][0], dtype=float)
+    assert 300 < np.nanmedian(f1) < 900
+
+
+def test_get_features_names_pitch_selects_both_outputs(client: TestClient) -> None:
+    data = wav_bytes(tone(180, 1.0, 16000, 0.3), 16000)
+    result_id = client.post("/process", files={"file": ("a.wav", data)}).json()["id"]
+    body = client.get(f"/features/{result_id}", params={"names": "pitch"}).json()
+    assert list(body["features"]) == ["pitch_hz", "voicing"]
+    f0 = np.array(body["features"]["pitch_hz"]["data"][0])
+    assert np.median(f0[10:-10]) == pytest.approx(180, rel=0.01)
+
+
+@pytest.mark.parametrize(
+    ("features", "message"),
+    [
+        ({"pitch_f_min": 300, "pitch_f_max": 200}, "pitch_f_min"),
+        ({"n_mels": 10, "n_mfcc": 20}, "n_mfcc"),
+        ({"f_min": 4000, "f_max": 3000}, "f_min"),
+        ({"pitch_f_max": 2000}, "Nyquist"),
+        ({"unvoiced": "drop"}, "unvoiced"),
+        ({"functionals": ["mean", "mean"]}, "more than once"),
+    ],
+)
+def test_feature_option_validation(client: TestClient, features: dict, message: str) -> None:
+    response = client.post(
+        "/process",
+        files={"file": ("a.wav", b"x")},
+        data={"options": json.dumps({"target_sample_rate": 4000, "features": features})},
+    )
+    assert response.status_code == 422 and message in response.json()["detail"]
+
+
+def test_voice_quality_needs_one_channel(client: TestClient) -> None:
+    data = wav_bytes(np.stack([tone(150, 0.5, 16000), tone(200, 0.5, 16000)], axis=1), 16000)
+    response = client.post(
+        "/process",
+        files={"file": ("s.wav", data)},
+        data={"options": '{"channels": "keep", "features": {"names": ["voice_quality"]}}'},
+    )
+    assert response.status_code == 422 and "one channel" in response.json()["detail"]

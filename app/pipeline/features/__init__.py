@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal
 
 import torch
@@ -23,9 +24,11 @@ from app.pipeline.features.descriptors import (
 from app.pipeline.features.energy import frame_energy
 from app.pipeline.features.kaldi import kaldi_fbank, kaldi_mfcc
 from app.pipeline.features.normalization import aggregate, normalize_frames
+from app.pipeline.features.pitch import PitchTrack, fill_unvoiced, hz_to_semitones, track_pitch
 from app.pipeline.features.presets import FeatureConfig
 from app.pipeline.features.spectral import log_mel, mfcc, spectrogram, with_deltas
 from app.pipeline.features.temporal import zero_crossing_rate
+from app.pipeline.features.voice_quality import formants, voice_quality
 from app.pipeline.features.whisper import whisper_log_mel
 
 
@@ -63,10 +66,16 @@ _UNITS: dict[str, str] = {
     "temporal": "per row: autocorr_peak (−1–1), envelope (full scale = 1), onset_strength (dB)",
     "zcr": "fraction of sample pairs",
     "waveform": "normalized amplitude (zero mean, unit variance)",
+    "pitch_hz": "f0_hz: Hz (unvoiced per features.unvoiced); f0_semitones_re_55hz: semitones",
+    "voicing": "voicing_probability: 0–1; voiced: 0/1",
+    "voice_quality": "hnr_db: harmonics-to-noise ratio, dB (NaN unvoiced)",
+    "formants": "Hz (NaN on unvoiced frames)",
 }
 
 #: Features computed on each signal's own samples rather than on the padded batch.
-_PER_SIGNAL = {"waveform", "spectral", "temporal"}
+_PER_SIGNAL = {"waveform", "spectral", "temporal", "pitch", "voice_quality", "formants"}
+#: Outputs left as they are by ``features.normalize`` (flags, already normalized signals).
+_NOT_NORMALIZED = {"voicing", "waveform"}
 #: Presets whose log-mel / MFCC follow another toolkit's own framing and scale.
 _TOOLKIT_PRESETS = {"whisper", "kaldi"}
 
@@ -151,19 +160,19 @@ def compute_features(
         if samples.shape[0] == 1:
             samples = samples[0]
         raw: dict[str, _Raw] = {}
+        signal = _Signal(samples, power[index, ..., :count], config, options)
         for name in names:
             if name in batched:
                 item = batched[name]
                 data = item.data[index, ..., :count]
                 raw[name] = _Raw(data[0] if data.shape[0] == 1 else data, item.unit, item.rows)
             else:
-                item_power = power[index, ..., :count]
-                raw[name] = _per_signal(name, samples, item_power, config, options)
+                raw.update(signal.feature(name))
         features: dict[str, FeatureArray] = {}
         for key, item in raw.items():
             data = with_deltas(item.data, options.deltas) if key == "mfcc" else item.data
             rate = item.frame_rate_hz or frames.frame_rate_hz
-            normalized = _normalize(key, data, options, rate)
+            normalized = data if key in _NOT_NORMALIZED else _normalize(key, data, options, rate)
             features[key] = FeatureArray(
                 data=normalized,
                 frame_rate_hz=rate,
@@ -181,59 +190,115 @@ def compute_features(
     return results
 
 
-def _per_signal(
-    name: str,
-    samples: torch.Tensor,
-    power: torch.Tensor,
-    config: FeatureConfig,
-    options: FeatureOptions,
-) -> _Raw:
-    """A feature computed on one signal: ``samples`` of shape ``(time,)`` or ``(channel, time)``,
-    ``power`` its spectrogram ``(..., freq, frame)``."""
-    frames = config.frames
-    rate = frames.sample_rate
-    if power.shape[0] == 1 and samples.dim() == 1:
-        power = power[0]
-    if name == "spectral":
-        data, rows = spectral_descriptors(power, frames=frames)
-        return _Raw(data, _UNITS[name], rows)
-    if name == "temporal":
-        data, rows = temporal_descriptors(samples, power, frames=frames)
-        summary = None
-        if samples.dim() == 1:
-            voiced = data[rows.index("autocorr_peak")] >= 0.5
-            hop = frames.hop_length
-            summary = {"speaking_rate_syllables_per_s": speaking_rate(
-                samples, sample_rate=rate, hop_length=hop, voiced=voiced)}  # fmt: skip
-        return _Raw(data, _UNITS[name], rows, summary=summary)
-    if name == "waveform":
-        centred = samples - samples.mean(dim=-1, keepdim=True)
-        normalized = centred / (centred.var(dim=-1, unbiased=False, keepdim=True) + 1e-7).sqrt()
-        return _Raw(normalized.unsqueeze(-2), _UNITS[name], frame_rate_hz=float(rate))
-    if options.preset == "whisper":
-        n_mels: Literal[80, 128] = 128 if options.n_mels == 128 else 80  # validated
-        data = whisper_log_mel(
-            samples, sample_rate=rate, n_mels=n_mels, pad_to_30s=options.whisper_pad_30s
-        )
-        return _Raw(data, "Whisper log-mel: (max(log10 P, max − 8) + 4) / 4")
-    frame_length_ms, frame_shift_ms = options.win_ms or 25.0, options.hop_ms or 10.0
-    low_freq = options.f_min if options.f_min > 0 else 20.0
-    high_freq = options.f_max or 0.0
-    rate_hz = 1000.0 / frame_shift_ms
-    offset_s = round(frame_length_ms * rate / 1000) / 2 / rate  # snipped edges: first centre
-    if name == "log_mel":
-        fbank = kaldi_fbank(
-            samples, sample_rate=rate, num_mel_bins=config.n_mels,
-            frame_length_ms=frame_length_ms, frame_shift_ms=frame_shift_ms,
-            low_freq=low_freq, high_freq=high_freq,
+class _Signal:
+    """One signal's per-signal features; the pitch track is computed once and shared."""
+
+    def __init__(
+        self, samples: torch.Tensor, power: torch.Tensor, config: FeatureConfig,
+        options: FeatureOptions,
+    ) -> None:  # fmt: skip
+        self.samples = samples  # (time,) or (channel, time)
+        self.power = power[0] if power.shape[0] == 1 and samples.dim() == 1 else power
+        self.frames = config.frames
+        self.config = config
+        self.options = options
+
+    @cached_property
+    def pitch(self) -> PitchTrack:
+        return track_pitch(
+            self.samples, sample_rate=self.frames.sample_rate, hop_length=self.frames.hop_length,
+            f_min=self.options.pitch_f_min, f_max=self.options.pitch_f_max,
         )  # fmt: skip
-        return _Raw(fbank, "ln mel power (Kaldi fbank, int16 scale)", None, rate_hz, offset_s)
-    cepstra = kaldi_mfcc(
-        samples, sample_rate=rate, num_ceps=config.n_mfcc, num_mel_bins=options.n_mels or 23,
-        frame_length_ms=frame_length_ms, frame_shift_ms=frame_shift_ms,
-        low_freq=low_freq, high_freq=high_freq,
-    )  # fmt: skip
-    return _Raw(cepstra, "Kaldi cepstra (c0 = ln frame energy, lifter 22)", None, rate_hz, offset_s)
+
+    def _mono(self, name: str) -> torch.Tensor:
+        if self.samples.dim() != 1:
+            raise InvalidOptions(
+                f"features.names {name!r} needs one channel; use channels 'mono' or a channel "
+                "index."
+            )
+        return self.samples
+
+    def feature(self, name: str) -> dict[str, _Raw]:
+        """``{output name: raw feature}`` for feature ``name`` (``pitch`` gives two outputs)."""
+        options, frames, rate = self.options, self.frames, self.frames.sample_rate
+        if name == "pitch":
+            track = self.pitch
+            f0 = fill_unvoiced(track.f0_hz, track.voiced, options.unvoiced)
+            semitones = hz_to_semitones(fill_unvoiced(track.f0_hz, track.voiced, "interpolate"))
+            if options.unvoiced != "interpolate":
+                semitones = fill_unvoiced(semitones, track.voiced, options.unvoiced)
+            return {
+                "pitch_hz": _Raw(torch.stack([f0, semitones], dim=-2), _UNITS["pitch_hz"],
+                                 ["f0_hz", "f0_semitones_re_55hz"]),
+                "voicing": _Raw(torch.stack([track.voicing, track.voiced.to(f0.dtype)], -2),
+                                _UNITS["voicing"], ["voicing_probability", "voiced"]),
+            }  # fmt: skip
+        if name == "voice_quality":
+            track = self.pitch
+            quality = voice_quality(
+                self._mono(name), sample_rate=rate, f0_hz=track.f0_hz, voiced=track.voiced,
+                hop_length=frames.hop_length, f_min=options.pitch_f_min,
+            )  # fmt: skip
+            summary = {
+                "jitter_local": float(quality.jitter_local),
+                "shimmer_local": float(quality.shimmer_local),
+                "hnr_db": float(quality.hnr_db),
+            }
+            return {name: _Raw(quality.hnr_frames_db.unsqueeze(0), _UNITS[name], ["hnr_db"],
+                               summary=summary)}  # fmt: skip
+        if name == "formants":
+            data = formants(
+                self._mono(name), sample_rate=rate, hop_length=frames.hop_length,
+                max_formant_hz=min(options.max_formant_hz, rate / 2), voiced=self.pitch.voiced,
+            )  # fmt: skip
+            return {name: _Raw(data, _UNITS[name], [f"f{i + 1}_hz" for i in range(len(data))])}
+        if name == "spectral":
+            data, rows = spectral_descriptors(self.power, frames=frames)
+            return {name: _Raw(data, _UNITS[name], rows)}
+        if name == "temporal":
+            data, rows = temporal_descriptors(self.samples, self.power, frames=frames)
+            rate_summary: dict[str, float] | None = None
+            if self.samples.dim() == 1:
+                rate_summary = {"speaking_rate_syllables_per_s": speaking_rate(
+                    self.samples, sample_rate=rate, hop_length=frames.hop_length,
+                    voiced=self.pitch.voiced)}  # fmt: skip
+            return {name: _Raw(data, _UNITS[name], rows, summary=rate_summary)}
+        if name == "waveform":
+            centred = self.samples - self.samples.mean(dim=-1, keepdim=True)
+            variance = centred.var(dim=-1, unbiased=False, keepdim=True)
+            normalized = centred / (variance + 1e-7).sqrt()
+            return {name: _Raw(normalized.unsqueeze(-2), _UNITS[name], frame_rate_hz=float(rate))}
+        return {name: self._toolkit(name)}
+
+    def _toolkit(self, name: str) -> _Raw:
+        """log_mel / mfcc of the whisper and kaldi presets, on the toolkit's own framing."""
+        options, rate = self.options, self.frames.sample_rate
+        if options.preset == "whisper":
+            n_mels: Literal[80, 128] = 128 if options.n_mels == 128 else 80  # validated
+            data = whisper_log_mel(
+                self.samples, sample_rate=rate, n_mels=n_mels, pad_to_30s=options.whisper_pad_30s
+            )
+            return _Raw(data, "Whisper log-mel: (max(log10 P, max − 8) + 4) / 4")
+        frame_length_ms, frame_shift_ms = options.win_ms or 25.0, options.hop_ms or 10.0
+        low_freq = options.f_min if options.f_min > 0 else 20.0
+        high_freq = options.f_max or 0.0
+        rate_hz = 1000.0 / frame_shift_ms
+        offset_s = round(frame_length_ms * rate / 1000) / 2 / rate  # snipped edges: first centre
+        if name == "log_mel":
+            fbank = kaldi_fbank(
+                self.samples, sample_rate=rate, num_mel_bins=self.config.n_mels,
+                frame_length_ms=frame_length_ms, frame_shift_ms=frame_shift_ms,
+                low_freq=low_freq, high_freq=high_freq,
+            )  # fmt: skip
+            return _Raw(fbank, "ln mel power (Kaldi fbank, int16 scale)", None, rate_hz, offset_s)
+        cepstra = kaldi_mfcc(
+            self.samples, sample_rate=rate, num_ceps=self.config.n_mfcc,
+            num_mel_bins=options.n_mels or 23, frame_length_ms=frame_length_ms,
+            frame_shift_ms=frame_shift_ms, low_freq=low_freq, high_freq=high_freq,
+        )  # fmt: skip
+        return _Raw(
+            cepstra, "Kaldi cepstra (c0 = ln frame energy, lifter 22)", None, rate_hz, offset_s
+        )
 
 
 def _normalize(

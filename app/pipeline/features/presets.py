@@ -36,7 +36,7 @@ class FeatureConfig:
 
 #: The features each preset computes when ``features.names`` is not given.
 DEFAULT_NAMES: dict[FeaturePreset, list[FeatureName]] = {
-    "default": ["log_mel", "mfcc", "energy"],
+    "default": ["log_mel", "mfcc", "pitch", "energy"],
     "librosa": ["log_mel", "mfcc"],
     "whisper": ["log_mel"],
     "kaldi": ["log_mel", "mfcc"],
