@@ -308,6 +308,62 @@ def voice_quality_module() -> ModuleType | None:
     return importlib.import_module("eval_voice_quality")
 
 
+#: Where our eGeMAPS-style parameter and openSMILE's differ in definition or scale.
+EGEMAPS_NOTES = {
+    "loudness": "ours: BS.1770 frame loudness, dB; openSMILE: auditory loudness, sone-like",
+    "shimmerLocal": "ours: fraction; openSMILE reports shimmerLocaldB (dB)",
+    "equivalentSoundLevel": "ours: dBFS; openSMILE: dBp",
+}
+EGEMAPS_ALIASES = {
+    "shimmerLocal_sma3nz_amean": "shimmerLocaldB_sma3nz_amean",
+    "equivalentSoundLevel_dBFS": "equivalentSoundLevel_dBp",
+}
+
+
+def egemaps_section() -> str:
+    """Our ``egemaps`` preset against openSMILE ``eGeMAPSv02`` functionals on the same audio."""
+    import opensmile
+
+    from app.models.options import ProcessingOptions
+    from app.pipeline.decode import DecodeLimits
+    from app.pipeline.runner import Pipeline
+
+    smile = opensmile.Smile(
+        feature_set=opensmile.FeatureSet.eGeMAPSv02,
+        feature_level=opensmile.FeatureLevel.Functionals,
+    )
+    pipeline = Pipeline(torch.device("cpu"), DecodeLimits())
+    options = ProcessingOptions.model_validate(
+        {"loudness": {"mode": "off"}, "features": {"preset": "egemaps"}}
+    )
+    columns: list[tuple[str, dict[str, float], dict[str, float]]] = []
+    for path in clip_paths():
+        run = pipeline.run(path.read_bytes(), options)
+        feature = run.features["egemaps"]
+        ours = dict(zip(feature.rows or [], feature.data[:, 0].tolist(), strict=True))
+        audio = run.audio.samples[0].numpy()
+        reference = smile.process_signal(audio, run.audio.sample_rate).iloc[0].to_dict()
+        columns.append((path.name, ours, reference))
+    lines = [
+        "## eGeMAPS-style functionals against openSMILE eGeMAPSv02",
+        "",
+        "Our `egemaps` preset and `opensmile.Smile(eGeMAPSv02, Functionals)` on the same "
+        "16 kHz audio (loudness normalization off). Each cell: ours / openSMILE.",
+        "",
+        "| parameter | " + " | ".join(name for name, _, _ in columns) + " | note |",
+        "|---|" + "--:|" * len(columns) + "---|",
+    ]
+    for parameter in columns[0][1]:
+        key = EGEMAPS_ALIASES.get(parameter, parameter)
+        cells = [
+            f"{ours[parameter]:.4g} / {reference.get(key, float('nan')):.4g}"
+            for _, ours, reference in columns
+        ]
+        note = next((v for k, v in EGEMAPS_NOTES.items() if parameter.startswith(k)), "")
+        lines.append(f"| {parameter} | " + " | ".join(cells) + f" | {note} |")
+    return "\n".join(lines) + "\n"
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -363,6 +419,11 @@ def main() -> int:
             section = "## Voice quality against Praat\n\n" + section
         print(section)
         report += "\n" + section
+
+    print("eGeMAPS-style functionals against openSMILE:", flush=True)
+    section = egemaps_section()
+    print(section)
+    report += "\n" + section
 
     if args.markdown:
         args.markdown.write_text(report)

@@ -12,10 +12,10 @@ MelScale = Literal["slaney", "htk"]
 PadMode = Literal["reflect", "constant"]
 FeatureName = Literal[
     "spectrogram", "log_mel", "mfcc", "energy", "zcr", "pitch", "voice_quality", "formants",
-    "spectral", "temporal", "waveform",
+    "spectral", "temporal", "waveform", "egemaps",
 ]  # fmt: skip
 UnvoicedMode = Literal["zero", "nan", "interpolate"]
-FeaturePreset = Literal["default", "librosa", "whisper", "kaldi", "wav2vec2"]
+FeaturePreset = Literal["default", "librosa", "whisper", "kaldi", "wav2vec2", "egemaps"]
 FeatureNormalization = Literal["none", "cmn", "cmvn", "sliding_cmn", "global"]
 Functional = Literal[
     "mean", "std", "min", "max", "range", "median", "p05", "p25", "p75", "p95",

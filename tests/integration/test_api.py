@@ -630,3 +630,27 @@ def test_voice_quality_needs_one_channel(client: TestClient) -> None:
         data={"options": '{"channels": "keep", "features": {"names": ["voice_quality"]}}'},
     )
     assert response.status_code == 422 and "one channel" in response.json()["detail"]
+
+
+def test_egemaps_preset_against_opensmile(
+    client: TestClient, speech: tuple[np.ndarray, int]
+) -> None:
+    import opensmile
+
+    y, sr = speech
+    body, samples = _processed(client, wav_bytes(y, sr), {"preset": "egemaps"})
+    feature = body["features"]["egemaps"]
+    ours = dict(zip(feature["rows"], (row[0] for row in feature["data"]), strict=True))
+    smile = opensmile.Smile(
+        feature_set=opensmile.FeatureSet.eGeMAPSv02,
+        feature_level=opensmile.FeatureLevel.Functionals,
+    )
+    reference = smile.process_signal(samples, 16000).iloc[0]
+    # Same definitions: F0 percentiles (semitones re 27.5 Hz) and the equivalent sound level.
+    for name in ("percentile20.0", "percentile50.0", "percentile80.0"):
+        key = f"F0semitoneFrom27.5Hz_sma3nz_{name}"
+        assert ours[key] == pytest.approx(reference[key], abs=1.0), key
+    assert ours["equivalentSoundLevel_dBFS"] == pytest.approx(
+        reference["equivalentSoundLevel_dBp"], abs=0.2
+    )
+    assert feature["shape"] == [len(feature["rows"]), 1]

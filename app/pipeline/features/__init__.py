@@ -21,6 +21,7 @@ from app.pipeline.features.descriptors import (
     spectral_descriptors,
     temporal_descriptors,
 )
+from app.pipeline.features.egemaps import egemaps_functionals
 from app.pipeline.features.energy import frame_energy
 from app.pipeline.features.kaldi import kaldi_fbank, kaldi_mfcc
 from app.pipeline.features.normalization import aggregate, normalize_frames
@@ -70,12 +71,16 @@ _UNITS: dict[str, str] = {
     "voicing": "voicing_probability: 0–1; voiced: 0/1",
     "voice_quality": "hnr_db: harmonics-to-noise ratio, dB (NaN unvoiced)",
     "formants": "Hz (NaN on unvoiced frames)",
+    "egemaps": "per row, as its name says (semitones, dB, fraction, Hz, dB/Hz, 1/s, s); one "
+    "column for the whole recording",
 }
 
 #: Features computed on each signal's own samples rather than on the padded batch.
-_PER_SIGNAL = {"waveform", "spectral", "temporal", "pitch", "voice_quality", "formants"}
-#: Outputs left as they are by ``features.normalize`` (flags, already normalized signals).
-_NOT_NORMALIZED = {"voicing", "waveform"}
+_PER_SIGNAL = {
+    "waveform", "spectral", "temporal", "pitch", "voice_quality", "formants", "egemaps",
+}  # fmt: skip
+#: Outputs left as they are by ``features.normalize`` (flags, normalized signals, functionals).
+_NOT_NORMALIZED = {"voicing", "waveform", "egemaps"}
 #: Presets whose log-mel / MFCC follow another toolkit's own framing and scale.
 _TOOLKIT_PRESETS = {"whisper", "kaldi"}
 
@@ -263,12 +268,45 @@ class _Signal:
                     self.samples, sample_rate=rate, hop_length=frames.hop_length,
                     voiced=self.pitch.voiced)}  # fmt: skip
             return {name: _Raw(data, _UNITS[name], rows, summary=rate_summary)}
+        if name == "egemaps":
+            return {name: self._egemaps()}
         if name == "waveform":
             centred = self.samples - self.samples.mean(dim=-1, keepdim=True)
             variance = centred.var(dim=-1, unbiased=False, keepdim=True)
             normalized = centred / (variance + 1e-7).sqrt()
             return {name: _Raw(normalized.unsqueeze(-2), _UNITS[name], frame_rate_hz=float(rate))}
         return {name: self._toolkit(name)}
+
+    def _egemaps(self) -> _Raw:
+        frames, track = self.frames, self.pitch
+        samples = self._mono("egemaps")
+        quality = voice_quality(
+            samples, sample_rate=frames.sample_rate, f0_hz=track.f0_hz, voiced=track.voiced,
+            hop_length=frames.hop_length, f_min=self.options.pitch_f_min,
+        )  # fmt: skip
+        spectral, rows = spectral_descriptors(self.power, frames=frames)
+        formant_tracks = formants(
+            samples, sample_rate=frames.sample_rate, hop_length=frames.hop_length,
+            max_formant_hz=min(self.options.max_formant_hz, frames.sample_rate / 2),
+            voiced=track.voiced,
+        )  # fmt: skip
+        rms = frame_energy(samples, frames)[0]
+        values, names = egemaps_functionals(
+            f0_hz=track.f0_hz, voiced=track.voiced,
+            loudness_db=loudness_frames_db(self.power, frames=frames), rms=rms,
+            flux=spectral[rows.index("flux")], slope_0_500=spectral[rows.index("slope_0_500")],
+            slope_500_1500=spectral[rows.index("slope_500_1500")], formants_hz=formant_tracks,
+            jitter_local=float(quality.jitter_local), shimmer_local=float(quality.shimmer_local),
+            hnr_frames_db=quality.hnr_frames_db, frame_rate_hz=frames.frame_rate_hz,
+        )  # fmt: skip
+        duration_s = samples.shape[-1] / frames.sample_rate
+        return _Raw(
+            values.unsqueeze(-1),
+            _UNITS["egemaps"],
+            names,
+            frame_rate_hz=1 / duration_s,
+            frame_offset_s=duration_s / 2,
+        )
 
     def _toolkit(self, name: str) -> _Raw:
         """log_mel / mfcc of the whisper and kaldi presets, on the toolkit's own framing."""

@@ -41,6 +41,7 @@ DEFAULT_NAMES: dict[FeaturePreset, list[FeatureName]] = {
     "whisper": ["log_mel"],
     "kaldi": ["log_mel", "mfcc"],
     "wav2vec2": ["waveform"],
+    "egemaps": ["egemaps"],
 }
 
 
