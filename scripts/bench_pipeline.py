@@ -320,6 +320,64 @@ def librosa_equivalent(wav: bytes) -> dict[str, np.ndarray]:
     return {"log_mel": logmel, "mfcc": np.concatenate([mfcc, d1, d2]), "rms": rms, "zcr": zcr}
 
 
+#: Every frame feature of the service plus voice quality (issue 5's "full feature set").
+FULL_OPTIONS_JSON = {
+    "features": {
+        "names": [
+            "spectrogram",
+            "log_mel",
+            "mfcc",
+            "energy",
+            "zcr",
+            "pitch",
+            "voice_quality",
+            "formants",
+            "spectral",
+            "temporal",
+        ],
+        "deltas": 2,
+    }
+}
+
+
+def librosa_full_equivalent(wav: bytes) -> dict[str, np.ndarray]:
+    """The foundation's librosa equivalent plus librosa's pitch (pYIN), spectral descriptors,
+    onset strength and LPC formants on 25 ms frames of voiced speech."""
+    import librosa
+
+    out = librosa_equivalent(wav)
+    y, sr = librosa.load(io.BytesIO(wav), sr=16000, mono=True)
+    S = np.abs(librosa.stft(y, n_fft=512, hop_length=160, win_length=400))
+    f0, voiced, _ = librosa.pyin(y, fmin=65, fmax=400, sr=sr, frame_length=1024, hop_length=160)
+    out["pitch"] = f0
+    out["centroid"] = librosa.feature.spectral_centroid(S=S, sr=sr)
+    out["bandwidth"] = librosa.feature.spectral_bandwidth(S=S, sr=sr)
+    out["rolloff"] = librosa.feature.spectral_rolloff(S=S, sr=sr)
+    out["flatness"] = librosa.feature.spectral_flatness(S=S)
+    out["contrast"] = librosa.feature.spectral_contrast(S=S, sr=sr)
+    out["onset"] = librosa.onset.onset_strength(y=y, sr=sr, hop_length=160)
+    frames = librosa.util.frame(librosa.effects.preemphasis(y), frame_length=400, hop_length=160)
+    voiced_frames = frames[:, : voiced.shape[0]][:, voiced[: frames.shape[1]]]
+    out["lpc"] = librosa.lpc(
+        np.ascontiguousarray(voiced_frames.T * np.hanning(400)), order=10, axis=-1
+    )
+    return out
+
+
+def bench_full(wav: bytes, pipeline: Pipeline, warmup: int, repeats: int) -> list[Timing]:
+    import warnings
+
+    options = ProcessingOptions.model_validate(FULL_OPTIONS_JSON)
+    ours = time_calls(lambda _: pipeline.run(wav, options), warmup, repeats)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = time_calls(lambda _: librosa_full_equivalent(wav), 1, max(2, repeats // 5))
+    return [
+        Timing("full feature set, in-process (d)", ours),
+        Timing("librosa-based full equivalent (e)", reference),
+    ]
+
+
 def bench_librosa(wav: bytes, warmup: int, repeats: int) -> Timing:
     import warnings
 
@@ -387,6 +445,10 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true", help="cProfile 5 in-process runs")
     parser.add_argument("--skip-http", action="store_true", help="no server, no HTTP timing")
     parser.add_argument(
+        "--full", action="store_true",
+        help="also time the full feature set against a librosa-based equivalent (pYIN, LPC, ...)",
+    )  # fmt: skip
+    parser.add_argument(
         "--http-gap",
         type=float,
         default=0.0,
@@ -414,9 +476,19 @@ def main() -> int:
     ref = bench_librosa(wav, args.warmup, n_librosa)
     rows.append(ref)
 
+    full: list[Timing] = []
+    if args.full:
+        print("(d, e) full feature set and its librosa-based equivalent …", flush=True)
+        full = bench_full(wav, pipeline, args.warmup, n_ours)
+        rows += full
+
     load = f"load average (1 min) {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after"
     cells = table(rows)
     ratios = [f"librosa / ours in-process (median): {ref.median / ours.median:.2f}×"]
+    if full:
+        ratios.append(
+            f"librosa-based / ours, full feature set: {full[1].median / full[0].median:.1f}×"
+        )
     if http is not None:
         ratios.append(f"librosa / HTTP round trip (median): {ref.median / http.median:.2f}×")
     print()

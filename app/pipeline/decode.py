@@ -224,7 +224,7 @@ def _decode_soundfile(data: bytes, fmt: str, limits: DecodeLimits) -> tuple[np.n
             codec = "flac" if fmt == "flac" else f.subtype.lower()
             if f.subtype == "PCM_16":  # libsndfile's own int16 → float conversion is slower
                 pcm = f.read(dtype="int16", always_2d=True)
-                samples = np.multiply(pcm.T, np.float32(1 / 32768), dtype=np.float32)
+                samples = np.multiply(pcm.T, np.float32(1 / 32768), dtype=np.float32, order="C")
             else:
                 samples = np.ascontiguousarray(f.read(dtype="float32", always_2d=True).T)
             rate = f.samplerate
