@@ -167,7 +167,7 @@ BAD_OPTIONS = [
         "f_max",
         id="f-max-over-nyquist",
     ),
-    pytest.param('{"features": {"preset": "kaldi"}}', "preset", id="unknown-preset"),
+    pytest.param('{"features": {"preset": "no-such-preset"}}', "preset", id="unknown-preset"),
     pytest.param('{"target_sample_rate": -16000}', "target_sample_rate", id="negative-rate"),
 ]
 
