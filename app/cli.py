@@ -1,4 +1,4 @@
-"""Command line: ``audioproc serve | process | stats | openapi``."""
+"""Command line: ``audioproc serve | worker | process | stats | openapi``."""
 
 from __future__ import annotations
 
@@ -162,6 +162,13 @@ def _stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker(args: argparse.Namespace) -> int:
+    from app.config import get_settings
+    from app.worker import main
+
+    return main(get_settings(), log_level=args.log_level)
+
+
 def _openapi(args: argparse.Namespace) -> int:
     from app.config import Settings
     from app.main import create_app
@@ -205,6 +212,13 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--options", help="ProcessingOptions JSON, or @file.json")
     stats.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     stats.set_defaults(run=_stats)
+
+    worker = commands.add_parser(
+        "worker",
+        help="consume jobs from RabbitMQ (AMQP_URL) until SIGTERM; metrics on WORKER_METRICS_PORT",
+    )
+    worker.add_argument("--log-level", default="info")
+    worker.set_defaults(run=_worker)
 
     openapi = commands.add_parser("openapi", help="export the OpenAPI spec")
     openapi.add_argument("-o", "--output", default="openapi/openapi.json", help="path, or -")

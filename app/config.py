@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -30,11 +30,59 @@ class Settings(BaseSettings):
     cache_max_mb: float = Field(
         default=512.0, gt=0, description="Byte budget of the in-process cache, MiB."
     )
-    storage: Literal["local"] = Field(
-        default="local", description="Where results are kept beyond the cache TTL."
+    storage: Literal["local", "s3"] = Field(
+        default="local",
+        description="Where results are kept beyond the cache TTL: `local` (STORAGE_DIR) or `s3` "
+        "(S3_BUCKET, under S3_PREFIX).",
     )
     storage_dir: Path = Field(
         default=Path("var/results"), description="Directory of the local result storage."
+    )
+    # -- S3 (input with uri=s3://…, STORAGE=s3) ----------------------------------------------------
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="S3 endpoint for MinIO, Ceph and the like (e.g. http://minio:9000). Unset: "
+        "AWS. Credentials come from the standard AWS_* variables (or an instance role).",
+    )
+    s3_region: str | None = Field(
+        default=None,
+        description="S3 region. Unset: AWS_REGION, else AWS_DEFAULT_REGION, else us-east-1.",
+    )
+    s3_bucket: str | None = Field(
+        default=None, description="Bucket of the result storage (required with STORAGE=s3)."
+    )
+    s3_prefix: str = Field(
+        default="",
+        max_length=512,
+        description="Key prefix of stored results in S3_BUCKET, e.g. `audioproc/`; results go "
+        "under `<prefix>results/<id[:2]>/<id>/`.",
+    )
+    s3_allowed_buckets: str = Field(
+        default="",
+        description="Comma-separated buckets that `uri=s3://bucket/key` may read from. Empty: "
+        "S3 input is refused (403).",
+    )
+    s3_addressing_style: Literal["auto", "path", "virtual"] = Field(
+        default="auto",
+        description="S3 URL style; `auto` is path-style with S3_ENDPOINT_URL, virtual-hosted on "
+        "AWS.",
+    )
+    s3_connect_timeout_s: float = Field(
+        default=2.0, gt=0, description="Deadline to connect to S3, s."
+    )
+    s3_read_timeout_s: float = Field(
+        default=10.0, gt=0, description="Deadline for S3 to send the next bytes, s."
+    )
+    s3_max_attempts: int = Field(
+        default=4,
+        ge=1,
+        description="Attempts of an S3 request that fails transiently (connection errors, "
+        "timeouts, throttling, 5xx) before it is given up.",
+    )
+    s3_retry_base_s: float = Field(
+        default=0.2,
+        ge=0,
+        description="Backoff before the first S3 retry, s; doubles per retry (with jitter).",
     )
     max_upload_mb: float = Field(default=100.0, gt=0, description="Largest accepted upload, MiB.")
     max_duration_s: float = Field(
@@ -57,6 +105,78 @@ class Settings(BaseSettings):
     warmup: bool = Field(
         default=True, description="Run the default pipeline once at start-up to build kernels."
     )
+    # -- jobs (POST /jobs, `audioproc worker`) ---------------------------------------------------
+    amqp_url: str | None = Field(
+        default=None,
+        description="RabbitMQ URL for jobs (e.g. amqp://guest:guest@127.0.0.1:5672/). Unset: an "
+        "in-process queue and worker in the API process (jobs die with it).",
+    )
+    amqp_queue: str = Field(
+        default="audioproc.jobs",
+        min_length=1,
+        description="Name of the durable job queue; `<name>.retry.<ms>ms` and `<name>.dead` "
+        "are its delay and dead-letter queues.",
+    )
+    amqp_timeout_s: float = Field(
+        default=5.0, gt=0, description="Deadline to connect to RabbitMQ or publish a job, s."
+    )
+    job_max_attempts: int = Field(
+        default=5, ge=1, description="Attempts of a failing job before it is dead-lettered."
+    )
+    job_retry_base_s: float = Field(
+        default=2.0, gt=0, description="Delay before the 2nd attempt, s; doubles per attempt."
+    )
+    job_retry_max_s: float = Field(default=300.0, gt=0, description="Longest retry delay, s.")
+    job_ttl_s: int = Field(
+        default=7 * 86_400, ge=1, description="Lifetime of a job's state after its last change, s."
+    )
+    worker_prefetch: int = Field(
+        default=2, ge=1, description="Unacknowledged jobs a worker holds (RabbitMQ prefetch)."
+    )
+    worker_concurrency: int = Field(
+        default=1, ge=1, description="Jobs a worker (or the in-process worker) runs at once."
+    )
+    worker_shutdown_timeout_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="On SIGTERM, how long in-flight jobs may finish before they are requeued, s.",
+    )
+    worker_metrics_port: int = Field(
+        default=9101, ge=0, le=65535, description="Prometheus port of `audioproc worker` (0: off)."
+    )
+    worker_metrics_addr: str = Field(
+        default="127.0.0.1",
+        description="Address the worker's metrics server binds (0.0.0.0 in a container).",
+    )
+
+    @field_validator("s3_allowed_buckets")
+    @classmethod
+    def _bucket_list(cls, value: str) -> str:
+        from app.services.s3 import bucket_name_problem
+
+        names = sorted({name.strip() for name in value.split(",") if name.strip()})
+        for name in names:
+            problem = bucket_name_problem(name)
+            if problem:
+                raise ValueError(f"S3_ALLOWED_BUCKETS: {name!r} is not a bucket name ({problem})")
+        return ",".join(names)
+
+    @model_validator(mode="after")
+    def _storage_bucket(self) -> Settings:
+        from app.services.s3 import bucket_name_problem
+
+        if self.storage == "s3":
+            if not self.s3_bucket:
+                raise ValueError("STORAGE=s3 needs S3_BUCKET")
+            problem = bucket_name_problem(self.s3_bucket)
+            if problem:
+                raise ValueError(f"S3_BUCKET {self.s3_bucket!r}: {problem}")
+        return self
+
+    @property
+    def allowed_buckets(self) -> frozenset[str]:
+        """S3_ALLOWED_BUCKETS as a set (empty: no S3 input)."""
+        return frozenset(filter(None, self.s3_allowed_buckets.split(",")))
 
     @property
     def max_upload_bytes(self) -> int:

@@ -7,7 +7,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from app.config import Settings
+from app.services.jobs import JobService
 from app.services.results import ResultService
+from app.services.s3 import ObjectSource
 
 
 def get_app_settings(request: Request) -> Settings:
@@ -20,5 +22,17 @@ def get_results(request: Request) -> ResultService:
     return results
 
 
+def get_jobs(request: Request) -> JobService:
+    jobs: JobService = request.app.state.jobs
+    return jobs
+
+
+def get_objects(request: Request) -> ObjectSource:
+    objects: ObjectSource = request.app.state.objects
+    return objects
+
+
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 ResultsDep = Annotated[ResultService, Depends(get_results)]
+ObjectsDep = Annotated[ObjectSource, Depends(get_objects)]
+JobsDep = Annotated[JobService, Depends(get_jobs)]

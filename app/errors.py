@@ -99,3 +99,49 @@ class NotFound(AudioprocError):
 
 class DependencyUnavailable(AudioprocError):
     status, code, title = 503, "dependency_unavailable", "A backing service is unavailable"
+
+
+class InvalidUri(AudioprocError):
+    status, code, title = 400, "invalid_uri", "Not a valid s3:// object URI"
+
+
+class BucketNotAllowed(AudioprocError):
+    status, code, title = 403, "bucket_not_allowed", "The service may not read this bucket"
+
+
+class ObjectAccessDenied(AudioprocError):
+    status, code, title = 403, "object_access_denied", "S3 refused access to the object"
+
+
+class ObjectNotFound(NotFound):
+    status, code, title = 404, "object_not_found", "No such S3 object"
+
+
+class ObjectTooLarge(UploadTooLarge):
+    status, code, title = 413, "object_too_large", "S3 object too large"
+
+
+class S3BadGateway(AudioprocError):
+    status, code, title = 502, "s3_bad_gateway", "S3 answered unexpectedly"
+
+
+class S3Unavailable(DependencyUnavailable):
+    status, code, title = 503, "s3_unavailable", "S3 is unavailable"
+
+
+class StorageUnavailable(DependencyUnavailable):
+    status, code, title = 503, "storage_unavailable", "Result storage is unavailable"
+
+
+class QueueUnavailable(DependencyUnavailable):
+    status, code, title = 503, "queue_unavailable", "The job queue is unavailable"
+
+
+class JobStoreUnavailable(DependencyUnavailable):
+    status, code, title = 503, "job_store_unavailable", "The job state store is unavailable"
+
+
+class JobInputGone(AudioprocError):
+    """A queued job's staged upload disappeared before a worker could read it."""
+
+    status, code, title = 410, "job_input_gone", "The job's input is gone"

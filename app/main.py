@@ -19,16 +19,21 @@ from app.config import Settings, get_settings
 from app.errors import AudioprocError, UploadTooLarge, problem_body
 from app.pipeline.decode import DecodeLimits
 from app.pipeline.runner import Pipeline, choose_device
-from app.routers import features, health, process
+from app.routers import features, health, jobs, process
 from app.routers.responses import ProblemResponse
 from app.services.cache import MemoryCache, RedisCache, ResultCache
 from app.services.results import ResultService
-from app.services.storage import LocalStorage
+from app.services.s3 import S3Client, S3ObjectSource
+from app.services.storage import LocalStorage, ResultStorage, S3Storage
+from app.worker import job_service
 
 log = logging.getLogger("audioproc")
 
 #: Room for multipart framing and the options field on top of MAX_UPLOAD_MB, bytes.
 MULTIPART_OVERHEAD = 1024 * 1024
+
+#: Bucket bounds of http_request_duration_seconds (per route), seconds.
+HTTP_LATENCY_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 DESCRIPTION = """
 Audio preprocessing for speech ML: decode any common format, normalize it (DC offset, channels,
@@ -47,7 +52,34 @@ def build_cache(settings: Settings) -> ResultCache:
     return MemoryCache(int(settings.cache_max_mb * 1024 * 1024), settings.cache_ttl_s)
 
 
-def build_results(settings: Settings) -> ResultService:
+def build_s3(settings: Settings) -> S3Client | None:
+    """One S3 client for the process, when S3 input or S3 storage is configured."""
+    if settings.allowed_buckets or settings.storage == "s3":
+        return S3Client.from_settings(settings)
+    return None
+
+
+def build_storage(settings: Settings, s3: S3Client | None = None) -> ResultStorage:
+    if settings.storage == "s3":
+        assert settings.s3_bucket is not None  # Settings validates it
+        return S3Storage(
+            s3 or S3Client.from_settings(settings),
+            bucket=settings.s3_bucket,
+            prefix=settings.s3_prefix,
+        )
+    return LocalStorage(settings.storage_dir)
+
+
+def build_objects(settings: Settings, s3: S3Client | None) -> S3ObjectSource:
+    """The reader of ``uri=s3://…`` inputs (refuses every bucket without S3_ALLOWED_BUCKETS)."""
+    return S3ObjectSource(
+        s3 if settings.allowed_buckets else None,
+        allowed_buckets=settings.allowed_buckets,
+        max_bytes=settings.max_upload_bytes,
+    )
+
+
+def build_results(settings: Settings, s3: S3Client | None = None) -> ResultService:
     torch.set_num_threads(settings.torch_threads)
     device = choose_device(settings.audio_device)
     if settings.audio_device == "cuda" and device.type != "cuda":
@@ -58,7 +90,7 @@ def build_results(settings: Settings) -> ResultService:
     return ResultService(
         pipeline=Pipeline(device, limits),
         cache=build_cache(settings),
-        storage=LocalStorage(settings.storage_dir),
+        storage=build_storage(settings, s3),
         concurrency=settings.pipeline_concurrency,
     )
 
@@ -173,21 +205,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        results = build_results(settings)
+        s3 = build_s3(settings)
+        results = build_results(settings, s3)
         app.state.settings = settings
         app.state.results = results
+        app.state.objects = build_objects(settings, s3)
         if settings.warmup:
             await anyio.to_thread.run_sync(results.pipeline.warmup)
         log.info(
             "audioproc ready: device=%s cache=%s storage=%s",
             results.pipeline.device,
             results.cache.backend,
-            settings.storage_dir,
+            results.storage,
         )
         try:
-            yield
+            async with job_service(settings, results, s3) as job_queue:
+                app.state.jobs = job_queue
+                yield
         finally:
             await results.cache.close()
+            if s3 is not None:
+                s3.close()
 
     app = FastAPI(
         title="audioproc",
@@ -197,11 +235,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_upload_mb=settings.max_upload_mb)
-    for router in (process.router, features.router, health.router):
+    for router in (process.router, jobs.router, features.router, health.router):
         app.include_router(router)
-    Instrumentator(excluded_handlers=["/metrics"]).instrument(app).expose(
-        app, include_in_schema=False
-    )
+    # Per-route latency buckets from 10 ms to 60 s (the library's default is 0.1, 0.5, 1 s: too
+    # coarse for requests that run the pipeline); seconds.
+    Instrumentator(excluded_handlers=["/metrics"]).instrument(
+        app, latency_lowr_buckets=HTTP_LATENCY_BUCKETS_S
+    ).expose(app, include_in_schema=False)
     return app
 
 

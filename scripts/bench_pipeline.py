@@ -64,7 +64,12 @@ torch.set_num_interop_threads(1)
 RATE = 44_100
 DURATION_S = 60.0
 HOST = "127.0.0.1"
-OPTIONS_JSON = {"features": {"names": ["log_mel", "mfcc", "energy", "zcr"], "deltas": 2}}
+#: The foundation's work, as the librosa equivalent does it: no cleaning, no VAD.
+OPTIONS_JSON = {
+    "denoise": {"method": "off", "wind": False},
+    "segment": {"vad": "off"},
+    "features": {"names": ["log_mel", "mfcc", "energy", "zcr"], "deltas": 2},
+}
 SERVER_START_TIMEOUT_S = 180.0
 REQUEST_TIMEOUT_S = 120.0
 

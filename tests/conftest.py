@@ -64,3 +64,25 @@ def redis_url_or_skip() -> str:
             pytest.fail(f"CI is set but Redis at {url} does not answer: {exc}")
         pytest.skip(f"Redis at {url} does not answer: {exc}")
     return url
+
+
+def amqp_url_or_skip() -> str:
+    """The RabbitMQ at AMQP_URL (default guest@127.0.0.1:5672); fails under CI when it is
+    missing."""
+    import asyncio
+
+    import aio_pika
+
+    url = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+    async def probe() -> None:
+        connection = await aio_pika.connect(url, timeout=2)
+        await connection.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(probe(), 5))
+    except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set but RabbitMQ at {url} does not answer: {exc}")
+        pytest.skip(f"RabbitMQ at {url} does not answer: {exc}")
+    return url

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.pipeline.types import (
     DEFAULT_FUNCTIONALS,
+    DenoiseMethod,
     FeatureName,
     FeatureNormalization,
     FeaturePreset,
@@ -15,6 +16,7 @@ from app.pipeline.types import (
     LoudnessMode,
     SpectrogramScale,
     UnvoicedMode,
+    VadChoice,
 )
 
 
@@ -268,6 +270,93 @@ class FeatureOptions(_Options):
         return self
 
 
+class DenoiseOptions(_Options):
+    """Noise and wind reduction (before loudness normalization)."""
+
+    method: DenoiseMethod = Field(
+        default="auto",
+        description="`mmse` (`auto`): decision-directed MMSE log-spectral amplitude estimator "
+        "with speech-presence weighting and a self-tracking noise PSD (no noise sample needed); "
+        "`spectral_subtraction`: Berouti's over-subtraction with a spectral floor; `off`.",
+        examples=["auto"],
+    )
+    wind: bool = Field(default=True, description="Detect wind (low-frequency, non-stationary, "
+                       "poorly correlated energy) and suppress it where it is detected.",
+                       examples=[True])
+    backoff: bool = Field(
+        default=True,
+        description="Fade the suppression out as the estimated SNR rises past ~12–23 dB, so clean "
+        "recordings are left alone (PESQ-WB change < 0.1 on clean speech).",
+        examples=[True],
+    )
+    gain_floor_db: float = Field(default=-20.0, ge=-60.0, le=0.0,
+                                 description="Deepest suppression, dB (`mmse`).",
+                                 examples=[-20.0])
+    over_subtraction: float = Field(default=2.0, ge=1.0, le=10.0,
+                                    description="Over-subtraction factor (`spectral_subtraction`).",
+                                    examples=[2.0])
+    spectral_floor: float = Field(default=0.02, gt=0.0, le=1.0,
+                                  description="Spectral floor, fraction of the noisy power "
+                                  "(`spectral_subtraction`).", examples=[0.02])
+
+
+class SegmentOptions(_Options):
+    """Voice activity, trimming, pause shortening and phrases. Segment times are in the
+    processed audio's timeline; `time_map` maps them back to the input when audio was cut."""
+
+    vad: VadChoice = Field(
+        default="auto",
+        description="Voice activity detector: `energy` (ours: band energy, periodicity and "
+        "flatness against an adaptive noise floor; `auto`), `silero` (Silero VAD, weights from "
+        "the package), `webrtc` (WebRTC VAD, mode 2), `off`.",
+        examples=["auto"],
+    )
+    threshold: float = Field(default=0.5, gt=0.0, lt=1.0,
+                             description="Speech probability that starts a segment.",
+                             examples=[0.5])
+    min_speech_ms: float = Field(default=30.0, ge=0.0, le=10_000.0,
+                                 description="Shorter speech runs are dropped, ms.",
+                                 examples=[30.0])
+    min_silence_ms: float = Field(default=80.0, ge=0.0, le=10_000.0,
+                                  description="Shorter silences inside speech are filled, ms.",
+                                  examples=[80.0])
+    padding_ms: float = Field(default=0.0, ge=0.0, le=2_000.0,
+                              description="Added before and after every segment, ms.",
+                              examples=[0.0])
+    trim: bool = Field(default=False,
+                       description="Cut leading and trailing silence (keeping `trim_padding_ms`).",
+                       examples=[False])
+    trim_padding_ms: float = Field(default=100.0, ge=0.0, le=2_000.0,
+                                   description="Silence kept around speech when cutting, ms.",
+                                   examples=[100.0])
+    max_pause_ms: float | None = Field(
+        default=None, ge=0.0, le=60_000.0,
+        description="Shorten every inner pause to at most this, ms. null: keep pauses.",
+        examples=[None],
+    )
+    phrases: bool = Field(default=True,
+                          description="Split speech into phrases at pauses (pitch-reset and "
+                          "energy cues tell phrase ends from hesitations) and report pause "
+                          "statistics.", examples=[True])
+    min_pause_ms: float = Field(default=200.0, ge=0.0, le=10_000.0,
+                                description="Shortest gap counted as a pause, ms.",
+                                examples=[200.0])
+    boundary_pause_ms: float = Field(default=500.0, ge=0.0, le=10_000.0,
+                                     description="A pause at least this long always ends a "
+                                     "phrase, ms.", examples=[500.0])
+
+    @model_validator(mode="after")
+    def _check(self) -> SegmentOptions:
+        if self.min_pause_ms > self.boundary_pause_ms:
+            raise ValueError(
+                f"segment.min_pause_ms ({self.min_pause_ms}) must not exceed "
+                f"segment.boundary_pause_ms ({self.boundary_pause_ms})"
+            )
+        if self.vad == "off" and (self.trim or self.max_pause_ms is not None):
+            raise ValueError("segment.trim and segment.max_pause_ms need a VAD (segment.vad)")
+        return self
+
+
 ChannelIndex = Annotated[int, Field(ge=0, le=63)]
 
 
@@ -288,11 +377,15 @@ class ProcessingOptions(_Options):
         "channel (0-based).",
         examples=["mono"],
     )
+    denoise: DenoiseOptions = Field(default_factory=DenoiseOptions)
     loudness: LoudnessOptions = Field(default_factory=LoudnessOptions)
+    segment: SegmentOptions = Field(default_factory=SegmentOptions)
     features: FeatureOptions = Field(default_factory=FeatureOptions)
 
     @model_validator(mode="after")
     def _check_nyquist(self) -> ProcessingOptions:
+        if "vad_prob" in self.features.resolved_names and self.segment.vad == "off":
+            raise ValueError("features.names 'vad_prob' needs a VAD (segment.vad is 'off')")
         if self.features.preset == "whisper" and self.target_sample_rate != 16000:
             raise ValueError(
                 "the whisper preset needs target_sample_rate 16000 (Whisper's rate), not "

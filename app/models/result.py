@@ -44,6 +44,20 @@ class QualityReport(BaseModel):
         examples=[-27.8],
     )
     silent: bool = Field(description="The input is silent and was not amplified.", examples=[False])
+    speech_ratio: float | None = Field(
+        default=None, description="Speech time / duration (with a VAD).", examples=[0.74]
+    )
+    snr_db: float | None = Field(
+        default=None, description="WADA-SNR of the input (before cleaning), dB.", examples=[18.2]
+    )
+    snr_after_db: float | None = Field(
+        default=None, description="WADA-SNR after cleaning, dB.", examples=[24.5]
+    )
+    cleaning: dict[str, dict[str, float | str | None]] | None = Field(
+        default=None,
+        description="What each cleaning step did: `noise` (method, gain_db, noise_floor_dbfs, "
+        "strength 0–1 after back-off), `wind` (detected_fraction, mean_score).",
+    )
 
 
 class FeatureReport(BaseModel):
@@ -77,6 +91,33 @@ class FeatureReport(BaseModel):
     )
 
 
+class SegmentReport(BaseModel):
+    start_s: float = Field(
+        description="Speech onset, s (processed audio's timeline).", examples=[0.31]
+    )
+    end_s: float = Field(description="Speech offset, s.", examples=[2.52])
+    confidence: float = Field(description="Mean speech probability, 0–1.", examples=[0.93])
+    speaker: str | None = Field(default=None, description="Speaker label (diarization).")
+
+
+class SegmentationReport(BaseModel):
+    vad: str = Field(description="The detector that ran.", examples=["energy"])
+    phrases: list[dict[str, float | int]] | None = Field(
+        description="Phrases: start_s, end_s, hesitations (pauses inside that did not end it)."
+    )
+    pauses: list[dict[str, float | str]] | None = Field(
+        description="Pauses ≥ segment.min_pause_ms: start_s, end_s, kind (boundary|hesitation)."
+    )
+    pause_statistics: dict[str, float | int] | None = Field(
+        description="num_pauses, mean/median/longest pause (s), phrases_per_minute, "
+        "articulation_time_s, speech_ratio, … (input timeline)."
+    )
+    time_map: list[list[float]] | None = Field(
+        description="When audio was cut: pieces [output_start_s, input_start_s, duration_s]; "
+        "an output time t in a piece maps to input_start_s + (t − output_start_s)."
+    )
+
+
 class StepTiming(BaseModel):
     name: str = Field(examples=["decode"])
     ms: float = Field(description="Wall time of the step, ms.", examples=[3.1])
@@ -95,6 +136,10 @@ class ProcessResponse(BaseModel):
     input: InputReport
     output: OutputReport
     quality: QualityReport
+    segments: list[SegmentReport] | None = Field(
+        default=None, description="Speech segments (with segment.vad not off)."
+    )
+    segmentation: SegmentationReport | None = Field(default=None)
     features: dict[str, FeatureReport]
     steps: list[StepTiming]
     warnings: list[str] = Field(

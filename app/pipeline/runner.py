@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Iterator, Sequence
@@ -14,16 +15,25 @@ import torch.nn.functional as F
 
 from app.errors import AudioprocError
 from app.models.options import FeatureOptions, ProcessingOptions
+from app.pipeline import denoise as D
 from app.pipeline import normalize as N
+from app.pipeline import segment as S
 from app.pipeline.audio import Audio, InputInfo
 from app.pipeline.decode import DecodeLimits, decode
 from app.pipeline.features import FeatureArray, compute_features
-from app.pipeline.features.frames import pad_signal
+from app.pipeline.features.frames import FrameSpec, pad_signal
 from app.pipeline.features.presets import resolve
 from app.pipeline.features.spectral import stft_power
+from app.pipeline.segment import PauseStatistics, Phrasing, SpeechSegment, TimeMap
 
 #: Bumped whenever a change alters any output for the same input and options (part of the id).
-PIPELINE_VERSION = "1"
+PIPELINE_VERSION = "2"
+
+#: The denoiser behind each ``denoise.method`` option.
+_NOISE_METHODS: dict[str, D.NoiseMethod] = {
+    "auto": "mmse_lsa", "mmse": "mmse_lsa", "spectral_subtraction": "spectral_subtraction",
+    "off": "none",
+}  # fmt: skip
 
 #: A sample at or above this magnitude counts as clipped.
 CLIP_LEVEL = 0.999
@@ -51,12 +61,38 @@ class Quality:
         dc_offset: largest per-channel mean of the input, full scale = 1.
         input_loudness_lufs: BS.1770-4 integrated loudness before any gain, at the output rate.
         silent: the input is below the −70 LUFS absolute gate; it was not amplified.
+        cleaning: what the noise stage did (WADA-SNR before/after, gains, wind), if it ran.
     """
 
     clipping_ratio: float
     dc_offset: float
     input_loudness_lufs: float
     silent: bool
+    cleaning: D.NoiseStageReport | None = None
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """Voice activity and phrasing of one result, in the processed audio's timeline.
+
+    Attributes:
+        backend: the VAD that ran.
+        segments: speech segments.
+        speech_ratio: speech time / duration of the processed audio.
+        prob: speech probability per feature frame, shape ``(frame,)``.
+        phrasing: phrases and pauses (``None`` when ``segment.phrases`` is off).
+        pauses: pause statistics of the input (``None`` without phrases).
+        time_map: output → input pieces ``(output_start_s, input_start_s, duration_s)`` when
+            audio was cut, else ``None`` (the timelines are the same).
+    """
+
+    backend: str
+    segments: list[SpeechSegment]
+    speech_ratio: float
+    prob: torch.Tensor
+    phrasing: Phrasing | None
+    pauses: PauseStatistics | None
+    time_map: TimeMap | None
 
 
 @dataclass
@@ -68,6 +104,19 @@ class PipelineResult:
     audio: Audio
     steps: list[tuple[str, float]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    segmentation: Segmentation | None = None
+
+
+def _spectra(
+    signals: Sequence[torch.Tensor], frames: FrameSpec
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad each ``(channel, time)`` signal by its own edges, zero-extend them to one
+    ``(batch, channel, time)`` tensor, and compute its power spectrogram
+    ``(batch, channel, freq, frame)``: every signal's frames are those it would have alone."""
+    padded = [pad_signal(signal, frames) for signal in signals]
+    longest = max(p.shape[-1] for p in padded)
+    batch = torch.stack([F.pad(p, (0, longest - p.shape[-1])) for p in padded])
+    return batch, stft_power(batch, frames, padded=True)
 
 
 def choose_device(setting: str) -> torch.device:
@@ -86,6 +135,7 @@ class _Prepared:
     clipping_ratio: float
     dc_offset: float
     steps: list[tuple[str, float]]
+    cleaning: D.NoiseStageReport | None
 
 
 class Pipeline:
@@ -185,12 +235,26 @@ class Pipeline:
             samples, offsets = N.remove_dc(samples)
             samples = N.select_channels(samples, options.channels)
             samples = N.resample(samples, info.sample_rate, options.target_sample_rate)
+        steps = [("decode", decode_ms[0]), ("normalize", normalize_ms[0])]
+        cleaning = None
+        if options.denoise.method != "off" or options.denoise.wind:
+            clean_ms: list[float] = []
+            with self._timed(clean_ms):
+                choice = options.denoise
+                samples, cleaning = D.denoise(
+                    samples, sample_rate=options.target_sample_rate,
+                    method=_NOISE_METHODS[choice.method], wind=choice.wind,
+                    gain_floor_db=choice.gain_floor_db, over_subtraction=choice.over_subtraction,
+                    spectral_floor=choice.spectral_floor, backoff=choice.backoff,
+                )  # fmt: skip
+            steps.append(("clean", clean_ms[0]))
         return _Prepared(
             info=info,
             samples=samples,
             clipping_ratio=clipping_ratio,
             dc_offset=float(offsets.abs().max()),
-            steps=[("decode", decode_ms[0]), ("normalize", normalize_ms[0])],
+            steps=steps,
+            cleaning=cleaning,
         )
 
     def _describe(self, items: list[_Prepared], options: ProcessingOptions) -> list[PipelineResult]:
@@ -200,10 +264,7 @@ class Pipeline:
         level_ms: list[float] = []
         feature_ms: list[float] = []
         with self._timed(level_ms):
-            padded = [pad_signal(item.samples, frames) for item in items]
-            longest = max(p.shape[-1] for p in padded)
-            batch = torch.stack([F.pad(p, (0, longest - p.shape[-1])) for p in padded])
-            power = stft_power(batch, frames, padded=True)
+            batch, power = _spectra([item.samples for item in items], frames)
             num_frames = [frames.num_frames(item.samples.shape[-1]) for item in items]
             # Loudness is always measured on the default 25 ms / 10 ms framing, so that it does
             # not depend on the feature preset; the default preset's STFT is reused as it is.
@@ -232,28 +293,46 @@ class Pipeline:
             )
             batch = batch * amplitudes.view(-1, 1, 1)
             power = power * amplitudes.square().view(-1, 1, 1, 1)
+        signals = [item.samples * float(amplitudes[i]) for i, item in enumerate(items)]
+        segment_ms: list[float] = []
+        with self._timed(segment_ms):
+            segmentations = [self._segment(s, frames.hop_length, options) for s in signals]
+            if options.segment.trim or options.segment.max_pause_ms is not None:
+                for index, seg in enumerate(segmentations):
+                    if seg is not None:
+                        segmentations[index], signals[index] = self._cut(
+                            signals[index], seg, frames.hop_length, options
+                        )
+                batch, power = _spectra(signals, frames)  # the features describe the cut audio
         with self._timed(feature_ms):
             features = compute_features(
                 batch,
                 power,
-                lengths=[item.samples.shape[-1] for item in items],
+                lengths=[s.shape[-1] for s in signals],
                 config=config,
                 options=options.features,
             )
         shared_level, shared_features = level_ms[0] / len(items), feature_ms[0] / len(items)
+        shared_segment = segment_ms[0] / len(items)
         results = []
         for index, item in enumerate(items):
             lufs, peak, gain, warnings = measured[index]
+            segmentation = segmentations[index]
+            if segmentation is not None and "vad_prob" in options.features.resolved_names:
+                features[index] = self._with_vad_prob(
+                    features[index], segmentation, frames.frame_rate_hz, options
+                )
             if item.clipping_ratio > 0.001:
                 warnings.append(
                     f"{item.clipping_ratio:.2%} of the input samples are clipped; features of "
                     "clipped speech are distorted."
                 )
-            samples = item.samples * float(amplitudes[index])
-            audio = Audio(samples, rate)
+            audio = Audio(signals[index], rate)
             steps = [
                 item.steps[0],
                 ("normalize", item.steps[1][1] + shared_level),
+                *item.steps[2:],
+                *([("segment", shared_segment)] if segmentation is not None else []),
                 ("features", shared_features),
             ]
             output = OutputInfo(
@@ -269,11 +348,104 @@ class Pipeline:
                 dc_offset=item.dc_offset,
                 input_loudness_lufs=lufs,
                 silent=gain.silent,
+                cleaning=item.cleaning,
             )
             results.append(
-                PipelineResult(item.info, output, quality, features[index], audio, steps, warnings)
+                PipelineResult(
+                    item.info,
+                    output,
+                    quality,
+                    features[index],
+                    audio,
+                    steps,
+                    warnings,
+                    segmentation,
+                )  # fmt: skip
             )
         return results
+
+    @staticmethod
+    def _segment(
+        samples: torch.Tensor, hop_length: int, options: ProcessingOptions
+    ) -> Segmentation | None:
+        """Voice activity and phrases of one signal ``(channel, time)`` (channels averaged)."""
+        choice = options.segment
+        if choice.vad == "off":
+            return None
+        rate = options.target_sample_rate
+        mono = samples.mean(dim=0)
+        activity = S.vad(
+            mono, sample_rate=rate, hop_length=hop_length, backend=choice.vad,
+            threshold=choice.threshold, padding_ms=choice.padding_ms,
+            min_speech_ms=choice.min_speech_ms, min_silence_ms=choice.min_silence_ms,
+        )  # fmt: skip
+        phrasing = pauses = None
+        if choice.phrases:
+            phrasing = S.phrases(
+                activity, f0_hz=activity.f0_hz, energy_db=activity.energy_db,
+                min_pause_ms=choice.min_pause_ms, boundary_pause_ms=choice.boundary_pause_ms,
+            )  # fmt: skip
+            pauses = S.pause_statistics(activity, phrasing)
+        return Segmentation(
+            backend=activity.backend, segments=list(activity.segments),
+            speech_ratio=activity.speech_ratio, prob=activity.prob, phrasing=phrasing,
+            pauses=pauses, time_map=None,
+        )  # fmt: skip
+
+    @staticmethod
+    def _cut(
+        signal: torch.Tensor, seg: Segmentation, hop_length: int, options: ProcessingOptions
+    ) -> tuple[Segmentation, torch.Tensor]:
+        """Trim and shorten pauses as asked; move every time into the output's timeline."""
+        choice, rate = options.segment, options.target_sample_rate
+        cut, time_map = S.trim_and_shorten(
+            signal, seg.segments, sample_rate=rate, trim=choice.trim,
+            padding_ms=choice.trim_padding_ms, max_pause_ms=choice.max_pause_ms,
+        )  # fmt: skip
+
+        def out(t: float) -> float:
+            return float(time_map.to_output(t))
+
+        segments = [S.SpeechSegment(out(s.start_s), out(s.end_s), s.confidence)
+                    for s in seg.segments]  # fmt: skip
+        phrasing = seg.phrasing and S.Phrasing(
+            tuple(dataclasses.replace(p, start_s=out(p.start_s), end_s=out(p.end_s))
+                  for p in seg.phrasing.phrases),
+            tuple(dataclasses.replace(p, start_s=out(p.start_s), end_s=out(p.end_s))
+                  for p in seg.phrasing.pauses),
+        )  # fmt: skip
+        # The probability track, read through the time map at the output's frame centres.
+        frame_times = torch.arange(1 + cut.shape[-1] // hop_length, dtype=torch.float64)
+        source = torch.as_tensor(time_map.to_input(frame_times * hop_length / rate))
+        index = (source * rate / hop_length).round().long().clamp(0, seg.prob.shape[-1] - 1)
+        duration = cut.shape[-1] / rate
+        moved = dataclasses.replace(
+            seg, segments=segments, phrasing=phrasing, prob=seg.prob[index.to(seg.prob.device)],
+            speech_ratio=sum(s.end_s - s.start_s for s in segments) / duration if duration else 0,
+            time_map=time_map,
+        )  # fmt: skip
+        return moved, cut
+
+    @staticmethod
+    def _with_vad_prob(
+        features: dict[str, FeatureArray],
+        segmentation: Segmentation,
+        frame_rate_hz: float,
+        options: ProcessingOptions,
+    ) -> dict[str, FeatureArray]:
+        """Insert the VAD's probability track as the ``vad_prob`` feature, in names order."""
+        track = FeatureArray(
+            data=segmentation.prob.unsqueeze(0), frame_rate_hz=frame_rate_hz,
+            unit="speech probability, 0–1", rows=["speech_probability"],
+        )  # fmt: skip
+        ordered: dict[str, FeatureArray] = {}
+        for name in options.features.resolved_names:
+            if name == "vad_prob":
+                ordered[name] = track
+            for key in ("pitch_hz", "voicing") if name == "pitch" else (name,):
+                if key in features:
+                    ordered[key] = features[key]
+        return ordered
 
     @staticmethod
     def _loudness_gain(

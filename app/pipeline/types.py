@@ -12,9 +12,13 @@ MelScale = Literal["slaney", "htk"]
 PadMode = Literal["reflect", "constant"]
 FeatureName = Literal[
     "spectrogram", "log_mel", "mfcc", "energy", "zcr", "pitch", "voice_quality", "formants",
-    "spectral", "temporal", "waveform", "egemaps",
+    "spectral", "temporal", "waveform", "egemaps", "vad_prob",
 ]  # fmt: skip
 UnvoicedMode = Literal["zero", "nan", "interpolate"]
+#: ``auto`` is the decision-directed MMSE log-spectral amplitude estimator with back-off.
+DenoiseMethod = Literal["auto", "mmse", "spectral_subtraction", "off"]
+#: ``auto`` is the project's own energy/periodicity detector (see app/pipeline/segment.py).
+VadChoice = Literal["auto", "energy", "silero", "webrtc", "off"]
 FeaturePreset = Literal["default", "librosa", "whisper", "kaldi", "wav2vec2", "egemaps"]
 FeatureNormalization = Literal["none", "cmn", "cmvn", "sliding_cmn", "global"]
 Functional = Literal[

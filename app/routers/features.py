@@ -34,7 +34,7 @@ def _names(names: str | None) -> list[str] | None:
     summary="Get a stored result",
     response_model=ProcessResponse,
     response_class=JSONBytes,
-    responses={200: {"content": {NPZ_MEDIA_TYPE: {}}}, **problems(400, 404)},
+    responses={200: {"content": {NPZ_MEDIA_TYPE: {}}}, **problems(400, 404, 503)},
 )
 async def get_features(
     id: ResultId,
@@ -62,7 +62,10 @@ async def get_features(
     operation_id="get_audio",
     summary="Get the processed audio as WAV",
     response_class=Response,
-    responses={200: {"content": {"audio/wav": {}}, "description": "WAV file."}, **problems(404)},
+    responses={
+        200: {"content": {"audio/wav": {}}, "description": "WAV file."},
+        **problems(404, 503),
+    },
 )
 async def get_audio(
     id: ResultId,

@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 
 from app.models.result import HealthResponse, ReadyResponse
 from app.services.cache import CacheUnavailable
+from app.services.storage import StorageError
 
 router = APIRouter(tags=["health"])
 
@@ -25,8 +26,9 @@ async def healthz() -> dict[str, str]:
     responses={503: {"model": ReadyResponse, "description": "A dependency is down."}},
 )
 async def readyz(request: Request) -> JSONResponse:
-    """Checks each dependency. `degraded` (503) when the cache backend does not answer: requests
-    are still served, bypassing the cache."""
+    """Checks each dependency by name: `cache`, `storage`, `queue` (jobs) and `jobs` (the job
+    state store). `degraded` (503) when one does not answer: POST /process is still served
+    (bypassing the cache); POST /jobs needs the queue and the job store."""
     results = request.app.state.results
     checks: dict[str, str] = {}
     status = "ok"
@@ -36,6 +38,15 @@ async def readyz(request: Request) -> JSONResponse:
     except CacheUnavailable as exc:
         checks["cache"] = f"{results.cache.backend}: down ({exc})"
         status = "degraded"
-    checks["storage"] = f"{results.storage.backend}: ok"
+    try:
+        await results.storage.ping()
+        checks["storage"] = f"{results.storage.backend}: ok"
+    except StorageError as exc:
+        checks["storage"] = f"{results.storage.backend}: down ({exc})"
+        status = "degraded"
+    for name, (text, healthy) in (await request.app.state.jobs.checks()).items():
+        checks[name] = text  # "queue" (RabbitMQ | memory) and "jobs" (the job state store)
+        if not healthy:
+            status = "degraded"
     body = {"status": status, "checks": checks, "device": str(results.pipeline.device)}
     return JSONResponse(body, status_code=200 if status == "ok" else 503)

@@ -8,7 +8,7 @@ import orjson
 from fastapi import APIRouter, BackgroundTasks, File, Form, Query, Response, UploadFile
 from pydantic import ValidationError
 
-from app.deps import ResultsDep, SettingsDep
+from app.deps import ObjectsDep, ResultsDep, SettingsDep
 from app.errors import AudioprocError, EmptyInput, InvalidOptions, InvalidRequest, UploadTooLarge
 from app.models.options import ProcessingOptions
 from app.models.result import BatchResponse, ProcessResponse
@@ -76,20 +76,31 @@ def parse_options(text: str | None) -> ProcessingOptions:
             "content": {NPZ_MEDIA_TYPE: {}},
             "description": "The result as JSON, or as NPZ with `format=npz`.",
         },
-        **problems(400, 413, 415, 422, 503),
+        **problems(400, 403, 404, 413, 415, 422, 502, 503),
     },
 )
 async def process(
     results: ResultsDep,
     settings: SettingsDep,
+    objects: ObjectsDep,
     background: BackgroundTasks,
     file: Annotated[
-        UploadFile,
+        UploadFile | None,
         File(
             description="The recording: WAV, FLAC, OGG/Vorbis, MP3, M4A/AAC, WebM/Opus, "
-            "Ogg/Opus or anything FFmpeg decodes. The format is detected from the bytes."
+            "Ogg/Opus or anything FFmpeg decodes. The format is detected from the bytes. "
+            "Send either `file` or `uri`."
         ),
-    ],
+    ] = None,
+    uri: Annotated[
+        str | None,
+        Form(
+            description="Instead of `file`: the recording in S3, `s3://bucket/key`. The bucket "
+            "must be one of S3_ALLOWED_BUCKETS (else 403); the object may not exceed "
+            "MAX_UPLOAD_MB (413, checked before download); a missing object is 404.",
+            examples=["s3://recordings/2024/call-0001.wav"],
+        ),
+    ] = None,
     options: Annotated[
         str | None,
         Form(
@@ -108,11 +119,20 @@ async def process(
 ) -> Response:
     """Decode, normalize (DC, channels, resampling, loudness) and describe one recording.
 
-    The same bytes with the same options always give the same `id`; a repeat is answered from the
-    cache with `"cached": true`.
+    The same bytes with the same options always give the same `id` (whether uploaded or read
+    from S3); a repeat is answered from the cache with `"cached": true`.
     """
     parsed = parse_options(options)
-    data = await read_upload(file, settings.max_upload_bytes)
+    if (file is None) == (uri is None):
+        raise InvalidRequest(
+            "Send exactly one of `file` (the recording's bytes) and `uri` (s3://bucket/key); "
+            + ("both were sent." if file is not None else "neither was sent.")
+        )
+    if file is not None:
+        data = await read_upload(file, settings.max_upload_bytes)
+    else:
+        assert uri is not None
+        data = await objects.fetch_object(uri)
     result, cached, persist = await results.process(data, parsed)
     if persist is not None:
         background.add_task(persist)

@@ -1,19 +1,22 @@
 """Results: the stored form of one processed recording, and the service that makes and finds them.
 
-A result is kept as one *bundle*: a zip of ``.npy`` arrays (an NPZ) holding every feature, the
-processed audio and a ``meta`` array of UTF-8 JSON. The same bundle goes to the cache and to
-storage, so either can serve ``GET /features/{id}`` and ``GET /features/{id}/audio``.
+The cache keeps a result as one *bundle*: a zip of ``.npy`` arrays (an NPZ) holding every
+feature, the processed audio and a ``meta`` array of UTF-8 JSON. Storage keeps it as three objects
+(``audio.wav``, ``features.npz``, ``manifest.json``; see app/services/storage.py). Either can serve
+``GET /features/{id}`` and ``GET /features/{id}/audio``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
+import logging
 import zipfile
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import anyio
 import numpy as np
@@ -21,11 +24,20 @@ import orjson
 import soundfile as sf
 
 from app import metrics
-from app.errors import AudioprocError, DependencyUnavailable, InvalidRequest, NotFound
+from app.errors import (
+    AudioprocError,
+    DependencyUnavailable,
+    InvalidRequest,
+    NotFound,
+    StorageUnavailable,
+)
 from app.models.options import ProcessingOptions
+from app.pipeline.denoise import NoiseStageReport
 from app.pipeline.runner import PIPELINE_VERSION, Pipeline, PipelineResult
 from app.services.cache import CacheUnavailable, ResultCache
-from app.services.storage import ResultStorage
+from app.services.storage import AUDIO, FEATURES, MANIFEST, ResultStorage, StorageError
+
+log = logging.getLogger("audioproc.results")
 
 AudioEncoding = Literal["pcm16", "float32"]
 
@@ -107,7 +119,14 @@ class StoredResult:
                 "dc_offset": round(quality.dc_offset, 6),
                 "input_loudness_lufs": _finite_or_none(round(quality.input_loudness_lufs, 3)),
                 "silent": quality.silent,
+                **_cleaning_meta(quality.cleaning),
+                **(
+                    {"speech_ratio": round(result.segmentation.speech_ratio, 4)}
+                    if result.segmentation
+                    else {}
+                ),
             },
+            **_segmentation_meta(result),
             "features": features_meta,
             "steps": [{"name": name, "ms": round(ms, 3)} for name, ms in result.steps],
             "warnings": list(result.warnings),
@@ -195,6 +214,95 @@ class StoredResult:
         audio = arrays.pop("audio")
         return cls(meta, arrays, audio)
 
+    def to_objects(self) -> dict[str, bytes]:
+        """The storage form (app/services/storage.py): ``audio.wav`` (the processed audio,
+        32-bit float WAV, bit-exact), ``features.npz`` (every array, plus ``meta``) and
+        ``manifest.json`` (the metadata JSON)."""
+        return {
+            AUDIO: self.to_wav("float32"),
+            FEATURES: _write_npz({**self.arrays, "meta": _json_array(self.meta)}),
+            MANIFEST: orjson.dumps(self.meta),
+        }
+
+    @classmethod
+    def from_objects(cls, objects: Mapping[str, bytes]) -> StoredResult:
+        """The inverse of :meth:`to_objects`; the manifest's metadata is authoritative."""
+        meta = json.loads(objects[MANIFEST])
+        with np.load(io.BytesIO(objects[FEATURES]), allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files if k != "meta"}
+        samples, _ = sf.read(io.BytesIO(objects[AUDIO]), dtype="float32", always_2d=True)
+        return cls(meta, arrays, np.ascontiguousarray(samples.T))
+
+
+def _cleaning_meta(report: NoiseStageReport | None) -> dict[str, Any]:
+    """``snr_db`` (WADA-SNR before cleaning), ``snr_after_db`` and what each step did."""
+    if report is None:
+        return {}
+    cleaning: dict[str, Any] = {}
+    if report.noise is not None:
+        cleaning["noise"] = {
+            "method": report.noise.method,
+            "gain_db": _finite_or_none(round(report.noise.gain_db, 3)),
+            "noise_floor_dbfs": _finite_or_none(round(report.noise.noise_floor_dbfs, 2)),
+            "strength": round(report.noise.strength, 3),
+        }
+    if report.wind is not None:
+        cleaning["wind"] = {
+            "detected_fraction": round(report.wind.detected_fraction, 4),
+            "mean_score": round(report.wind.mean_score, 4),
+        }
+    return {
+        "snr_db": _finite_or_none(round(report.snr_before_db, 2)),
+        "snr_after_db": _finite_or_none(round(report.snr_after_db, 2)),
+        "cleaning": cleaning,
+    }
+
+
+def _segmentation_meta(result: PipelineResult) -> dict[str, Any]:
+    """``segments`` and ``segmentation`` of the result JSON (times in the processed audio's
+    timeline, seconds; ``time_map`` pieces map them back to the input)."""
+    seg = result.segmentation
+    if seg is None:
+        return {}
+    pauses = None
+    if seg.pauses is not None:
+        pauses = {k: round(v, 4) if isinstance(v, float) else v
+                  for k, v in dataclasses.asdict(seg.pauses).items()}  # fmt: skip
+    return {
+        "segments": [
+            {
+                "start_s": round(s.start_s, 4),
+                "end_s": round(s.end_s, 4),
+                "confidence": round(s.confidence, 4),
+                "speaker": None,
+            }
+            for s in seg.segments
+        ],  # fmt: skip
+        "segmentation": {
+            "vad": seg.backend,
+            "phrases": None
+            if seg.phrasing is None
+            else [
+                {
+                    "start_s": round(p.start_s, 4),
+                    "end_s": round(p.end_s, 4),
+                    "hesitations": p.hesitations,
+                }
+                for p in seg.phrasing.phrases
+            ],
+            "pauses": None
+            if seg.phrasing is None
+            else [
+                {"start_s": round(p.start_s, 4), "end_s": round(p.end_s, 4), "kind": p.kind}
+                for p in seg.phrasing.pauses
+            ],
+            "pause_statistics": pauses,
+            "time_map": None
+            if seg.time_map is None
+            else [[round(a, 6), round(b, 6), round(c, 6)] for a, b, c in seg.time_map.pieces],
+        },  # fmt: skip
+    }
+
 
 def _json_array(value: Any) -> np.ndarray:
     return np.frombuffer(orjson.dumps(value), dtype=np.uint8)
@@ -210,7 +318,13 @@ def _write_npz(arrays: dict[str, np.ndarray]) -> bytes:
     return buffer.getvalue()
 
 
-Persist = Callable[[], Awaitable[None]]
+class Persist(Protocol):
+    """Writes new results to the cache and to storage. A storage failure is logged and counted
+    (the cache still serves the result) unless ``strict``: then it raises
+    :class:`~app.services.storage.StorageError` (job workers must not call a job done whose
+    result only the cache holds)."""
+
+    def __call__(self, *, strict: bool = False) -> Awaitable[None]: ...
 
 
 @dataclass
@@ -281,15 +395,12 @@ class ResultService:
         outcomes: list[Outcome | None] = [None] * len(uploads)
         pending: list[int] = []
         for index, key in enumerate(keys):
-            found = await self._cache_get(key, warnings)
+            found, lookup = await self._find(key, warnings)
+            metrics.CACHE_LOOKUPS.labels(lookup).inc()
             if found is None:
-                found = await self.storage.get(key)
-            if found is None:
-                metrics.CACHE_LOOKUPS.labels("error" if warnings else "miss").inc()
                 pending.append(index)
             else:
-                metrics.CACHE_LOOKUPS.labels("hit").inc()
-                outcomes[index] = Outcome(StoredResult.from_bundle(found), None, True)
+                outcomes[index] = Outcome(found, None, True)
         runs = await anyio.to_thread.run_sync(
             self.pipeline.run_batch, [uploads[i] for i in pending], options, limiter=self.limiter
         )
@@ -308,30 +419,71 @@ class ResultService:
             outcomes[index] = Outcome(result, None, False)
             new.append(result)
 
-        async def persist() -> None:
+        async def persist(*, strict: bool = False) -> None:
             for result in new:
                 bundle = await anyio.to_thread.run_sync(result.to_bundle)
-                await self.storage.put(result.id, bundle)
                 try:
                     await self.cache.set(result.id, bundle)
                 except CacheUnavailable:
                     metrics.CACHE_ERRORS.labels("set").inc()
+                objects = await anyio.to_thread.run_sync(result.to_objects)
+                try:
+                    await self.storage.put(result.id, objects)
+                except StorageError as exc:
+                    # After the response: counted and logged; the cache still serves the result.
+                    metrics.STORAGE_ERRORS.labels(self.storage.backend, "put").inc()
+                    log.error("result %s was not stored: %s", result.id, exc)
+                    if strict:
+                        raise
 
         return [o for o in outcomes if o is not None], persist if new else None
+
+    async def _find(
+        self, key: str, warnings: list[str] | None = None
+    ) -> tuple[StoredResult | None, Literal["hit", "storage", "miss", "error"]]:
+        """Result ``key`` from the cache, else from storage, with the lookup's outcome: ``hit``
+        (cache), ``storage``, ``miss`` (neither has it) or ``error`` (the cache was unavailable
+        and storage does not have it).
+
+        With ``warnings``, an unavailable cache or storage is bypassed with a warning appended;
+        without, an unavailable storage raises :class:`StorageUnavailable` (503).
+        """
+        cache_warnings: list[str] = []
+        bundle = await self._cache_get(key, cache_warnings)
+        if warnings is not None:
+            warnings.extend(w for w in cache_warnings if w not in warnings)
+        if bundle is not None:
+            return StoredResult.from_bundle(bundle), "hit"
+        missing: Literal["miss", "error"] = "error" if cache_warnings else "miss"
+        try:
+            objects = await self.storage.get(key)
+        except StorageError as exc:
+            metrics.STORAGE_ERRORS.labels(self.storage.backend, "get").inc()
+            log.warning("reading result %s from storage failed: %s", key, exc)
+            if warnings is None:
+                raise StorageUnavailable(
+                    f"Result storage ({self.storage.backend}) cannot be read, so result {key} "
+                    "cannot be looked up there. Retry later."
+                ) from exc
+            warning = f"Result storage ({self.storage.backend}) is unavailable and was bypassed."
+            if warning not in warnings:
+                warnings.append(warning)
+            return None, missing
+        if objects is None:
+            return None, missing
+        return await anyio.to_thread.run_sync(StoredResult.from_objects, objects), "storage"
 
     async def get(self, key: str) -> StoredResult:
         """The stored result ``key``, from the cache or else from storage."""
         if not key.isalnum() or len(key) != 32:
             raise NotFound(f"No result has the id {key!r}; ids are 32 hexadecimal digits.")
-        found = await self._cache_get(key, [])
-        if found is None:
-            found = await self.storage.get(key)
+        found, _ = await self._find(key)
         if found is None:
             raise NotFound(
                 f"No result has the id {key}. It may have expired; POST the recording to "
                 "/process again."
             )
-        return StoredResult.from_bundle(found)
+        return found
 
     async def delete(self, key: str) -> None:
         """Erase result ``key`` from the cache and from storage."""
@@ -344,4 +496,12 @@ class ResultService:
                 f"The cache cannot be reached, so result {key} cannot be erased everywhere yet. "
                 "Retry the DELETE."
             ) from exc
-        await self.storage.delete(key)
+        try:
+            await self.storage.delete(key)
+        except StorageError as exc:
+            metrics.STORAGE_ERRORS.labels(self.storage.backend, "delete").inc()
+            log.warning("deleting result %s from storage failed: %s", key, exc)
+            raise StorageUnavailable(
+                f"Result storage ({self.storage.backend}) cannot be reached, so result {key} "
+                "cannot be erased everywhere yet. Retry the DELETE."
+            ) from exc

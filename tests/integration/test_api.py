@@ -103,7 +103,13 @@ def test_json_result_follows_the_contract(client: TestClient) -> None:
         "steps",
         "warnings",
     }
-    assert [s["name"] for s in body["steps"]] == ["decode", "normalize", "features"]
+    assert [s["name"] for s in body["steps"]] == [
+        "decode",
+        "normalize",
+        "clean",
+        "segment",
+        "features",
+    ]
     mfcc = body["features"]["mfcc"]
     assert mfcc["shape"] == [39, 201] and len(mfcc["data"]) == 39 and len(mfcc["data"][0]) == 201
     assert mfcc["frame_rate_hz"] == 100.0
@@ -654,3 +660,88 @@ def test_egemaps_preset_against_opensmile(
         reference["equivalentSoundLevel_dBp"], abs=0.2
     )
     assert feature["shape"] == [len(feature["rows"]), 1]
+
+
+def test_segments_and_pause_statistics_in_json_and_npz(client: TestClient) -> None:
+    data = shared_file("vad/count.wav").read_bytes()
+    body = client.post("/process", files={"file": ("c.wav", data)}).json()
+    assert body["segmentation"]["vad"] == "energy" and body["segmentation"]["time_map"] is None
+    assert len(body["segments"]) >= 5 and 0.5 < body["quality"]["speech_ratio"] < 0.95
+    assert all(
+        0 <= s["start_s"] < s["end_s"] <= body["output"]["duration_s"] for s in body["segments"]
+    )
+    assert body["segmentation"]["pause_statistics"]["num_pauses"] >= 1
+    npz = client.get(f"/features/{body['id']}", params={"format": "npz"})
+    meta = json.loads(np.load(io.BytesIO(npz.content))["meta"].tobytes())
+    assert meta["segments"] == body["segments"]
+
+
+def test_trimming_and_pause_shortening_keep_times_consistent(client: TestClient) -> None:
+    rate = 16000
+    burst = tone(200, 0.5, rate, 0.3) * np.hanning(8000).astype(np.float32)
+    silence = np.zeros(rate, dtype=np.float32)
+    x = np.concatenate([silence, burst, silence, silence, burst, silence])  # 5 s
+    x = x + 0.0005 * np.random.default_rng(1).standard_normal(len(x)).astype(np.float32)
+    options = {
+        "segment": {"trim": True, "max_pause_ms": 300, "trim_padding_ms": 100},
+        "features": {"names": ["vad_prob", "energy"]},
+    }
+    response = client.post(
+        "/process",
+        files={"file": ("b.wav", wav_bytes(x, rate))},
+        data={"options": json.dumps(options)},
+    )
+    body = response.json()
+    duration = body["output"]["duration_s"]
+    assert duration < 2.0  # 5 s → two 0.5 s bursts + padding + one shortened pause
+    pieces = body["segmentation"]["time_map"]
+    assert pieces[0][0] == 0.0 and abs(sum(p[2] for p in pieces) - duration) < 1e-3
+    assert 0.9 < pieces[0][1] < 1.05  # the output starts near the first burst's onset
+    assert all(s["end_s"] <= duration + 1e-6 for s in body["segments"])
+    frames = body["features"]["energy"]["shape"][1]
+    assert body["features"]["vad_prob"]["shape"] == [1, frames] == [1, 1 + round(duration * 100)]
+    audio = client.get(f"/features/{body['id']}/audio")
+    samples, _ = sf.read(io.BytesIO(audio.content))
+    assert abs(len(samples) / rate - duration) < 1e-3
+
+
+@pytest.mark.parametrize(
+    ("segment", "message"),
+    [
+        ({"min_pause_ms": 900, "boundary_pause_ms": 500}, "min_pause_ms"),
+        ({"min_speech_ms": -5}, "min_speech_ms"),
+        ({"vad": "off", "trim": True}, "need a VAD"),
+        ({"vad": "nope"}, "vad"),
+    ],
+)
+def test_segment_option_validation(client: TestClient, segment: dict, message: str) -> None:
+    response = client.post(
+        "/process",
+        files={"file": ("a.wav", b"x")},
+        data={"options": json.dumps({"segment": segment})},
+    )
+    assert response.status_code == 422 and message in response.json()["detail"]
+
+
+def test_cleaning_raises_the_snr_and_is_reported(
+    client: TestClient, speech: tuple[np.ndarray, int]
+) -> None:
+    y, sr = speech
+    noisy = y + 0.03 * np.random.default_rng(3).standard_normal(len(y)).astype(np.float32)
+    body = client.post("/process", files={"file": ("n.wav", wav_bytes(noisy, sr))}).json()
+    quality = body["quality"]
+    assert quality["snr_after_db"] > quality["snr_db"] + 3
+    assert quality["cleaning"]["noise"]["method"] == "mmse_lsa"
+    assert [s["name"] for s in body["steps"]][:3] == ["decode", "normalize", "clean"]
+    off = client.post(
+        "/process",
+        files={"file": ("n.wav", wav_bytes(noisy, sr))},
+        data={"options": '{"denoise": {"method": "off", "wind": false}}'},
+    ).json()
+    assert "cleaning" not in off["quality"] and "clean" not in [s["name"] for s in off["steps"]]
+    bad = client.post(
+        "/process",
+        files={"file": ("n.wav", b"x")},
+        data={"options": '{"denoise": {"method": "magic"}}'},
+    )
+    assert bad.status_code == 422 and "denoise.method" in bad.json()["detail"]

@@ -217,7 +217,7 @@ def test_unknown_format_query_is_refused(client: TestClient) -> None:
 
 
 def test_missing_file_field_is_refused(client: TestClient) -> None:
-    body = assert_problem(client.post("/process", data={"options": "{}"}), 422, "invalid_request")
+    body = assert_problem(client.post("/process", data={"options": "{}"}), 400, "invalid_request")
     assert "file" in body["detail"]
 
 
@@ -259,7 +259,7 @@ def test_service_survives_every_bad_input(client: TestClient) -> None:
     for case in BAD_OPTIONS:
         assert post(client, _wav(0.5), case.values[0]).status_code == 422, case.id
     assert client.post("/process", params={"format": "xml"}).status_code == 422
-    assert client.post("/process", data={"options": "{}"}).status_code == 422
+    assert client.post("/process", data={"options": "{}"}).status_code == 400
     assert client.get("/healthz").status_code == 200
     response = post(client, _wav(0.5))
     assert response.status_code == 200, response.text

@@ -79,6 +79,8 @@ _UNITS: dict[str, str] = {
 _PER_SIGNAL = {
     "waveform", "spectral", "temporal", "pitch", "voice_quality", "formants", "egemaps",
 }  # fmt: skip
+#: Features the runner adds from its segmentation stage.
+_FROM_SEGMENTATION = {"vad_prob"}
 #: Outputs left as they are by ``features.normalize`` (flags, normalized signals, functionals).
 _NOT_NORMALIZED = {"voicing", "waveform", "egemaps"}
 #: Presets whose log-mel / MFCC follow another toolkit's own framing and scale.
@@ -130,7 +132,9 @@ def compute_features(
     batched: dict[str, _Raw] = {}
     mel_db: torch.Tensor | None = None
     for name in names:
-        if name in _PER_SIGNAL or (toolkit and name in ("log_mel", "mfcc")):
+        if name in _PER_SIGNAL or name in _FROM_SEGMENTATION or (
+            toolkit and name in ("log_mel", "mfcc")
+        ):
             continue
         if name == "spectrogram":
             scale = options.spectrogram_scale
@@ -167,6 +171,8 @@ def compute_features(
         raw: dict[str, _Raw] = {}
         signal = _Signal(samples, power[index, ..., :count], config, options)
         for name in names:
+            if name in _FROM_SEGMENTATION:
+                continue
             if name in batched:
                 item = batched[name]
                 data = item.data[index, ..., :count]
