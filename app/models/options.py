@@ -280,24 +280,39 @@ class DenoiseOptions(_Options):
         "`spectral_subtraction`: Berouti's over-subtraction with a spectral floor; `off`.",
         examples=["auto"],
     )
-    wind: bool = Field(default=True, description="Detect wind (low-frequency, non-stationary, "
-                       "poorly correlated energy) and suppress it where it is detected.",
-                       examples=[True])
+    wind: bool = Field(
+        default=True,
+        description="Detect wind (low-frequency, non-stationary, "
+        "poorly correlated energy) and suppress it where it is detected.",
+        examples=[True],
+    )
     backoff: bool = Field(
         default=True,
         description="Fade the suppression out as the estimated SNR rises past ~12–23 dB, so clean "
         "recordings are left alone (PESQ-WB change < 0.1 on clean speech).",
         examples=[True],
     )
-    gain_floor_db: float = Field(default=-20.0, ge=-60.0, le=0.0,
-                                 description="Deepest suppression, dB (`mmse`).",
-                                 examples=[-20.0])
-    over_subtraction: float = Field(default=2.0, ge=1.0, le=10.0,
-                                    description="Over-subtraction factor (`spectral_subtraction`).",
-                                    examples=[2.0])
-    spectral_floor: float = Field(default=0.02, gt=0.0, le=1.0,
-                                  description="Spectral floor, fraction of the noisy power "
-                                  "(`spectral_subtraction`).", examples=[0.02])
+    gain_floor_db: float = Field(
+        default=-20.0,
+        ge=-60.0,
+        le=0.0,
+        description="Deepest suppression, dB (`mmse`).",
+        examples=[-20.0],
+    )
+    over_subtraction: float = Field(
+        default=2.0,
+        ge=1.0,
+        le=10.0,
+        description="Over-subtraction factor (`spectral_subtraction`).",
+        examples=[2.0],
+    )
+    spectral_floor: float = Field(
+        default=0.02,
+        gt=0.0,
+        le=1.0,
+        description="Spectral floor, fraction of the noisy power (`spectral_subtraction`).",
+        examples=[0.02],
+    )
 
 
 class SegmentOptions(_Options):
@@ -311,39 +326,100 @@ class SegmentOptions(_Options):
         "the package), `webrtc` (WebRTC VAD, mode 2), `off`.",
         examples=["auto"],
     )
-    threshold: float = Field(default=0.5, gt=0.0, lt=1.0,
-                             description="Speech probability that starts a segment.",
-                             examples=[0.5])
-    min_speech_ms: float = Field(default=30.0, ge=0.0, le=10_000.0,
-                                 description="Shorter speech runs are dropped, ms.",
-                                 examples=[30.0])
-    min_silence_ms: float = Field(default=80.0, ge=0.0, le=10_000.0,
-                                  description="Shorter silences inside speech are filled, ms.",
-                                  examples=[80.0])
-    padding_ms: float = Field(default=0.0, ge=0.0, le=2_000.0,
-                              description="Added before and after every segment, ms.",
-                              examples=[0.0])
-    trim: bool = Field(default=False,
-                       description="Cut leading and trailing silence (keeping `trim_padding_ms`).",
-                       examples=[False])
-    trim_padding_ms: float = Field(default=100.0, ge=0.0, le=2_000.0,
-                                   description="Silence kept around speech when cutting, ms.",
-                                   examples=[100.0])
+    threshold: float = Field(
+        default=0.5,
+        gt=0.0,
+        lt=1.0,
+        description="Speech probability that starts a segment.",
+        examples=[0.5],
+    )
+    min_speech_ms: float = Field(
+        default=30.0,
+        ge=0.0,
+        le=10_000.0,
+        description="Shorter speech runs are dropped, ms.",
+        examples=[30.0],
+    )
+    min_silence_ms: float = Field(
+        default=80.0,
+        ge=0.0,
+        le=10_000.0,
+        description="Shorter silences inside speech are filled, ms.",
+        examples=[80.0],
+    )
+    padding_ms: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=2_000.0,
+        description="Added before and after every segment, ms.",
+        examples=[0.0],
+    )
+    trim: bool = Field(
+        default=False,
+        description="Cut leading and trailing silence (keeping `trim_padding_ms`).",
+        examples=[False],
+    )
+    trim_padding_ms: float = Field(
+        default=100.0,
+        ge=0.0,
+        le=2_000.0,
+        description="Silence kept around speech when cutting, ms.",
+        examples=[100.0],
+    )
     max_pause_ms: float | None = Field(
-        default=None, ge=0.0, le=60_000.0,
+        default=None,
+        ge=0.0,
+        le=60_000.0,
         description="Shorten every inner pause to at most this, ms. null: keep pauses.",
         examples=[None],
     )
-    phrases: bool = Field(default=True,
-                          description="Split speech into phrases at pauses (pitch-reset and "
-                          "energy cues tell phrase ends from hesitations) and report pause "
-                          "statistics.", examples=[True])
-    min_pause_ms: float = Field(default=200.0, ge=0.0, le=10_000.0,
-                                description="Shortest gap counted as a pause, ms.",
-                                examples=[200.0])
-    boundary_pause_ms: float = Field(default=500.0, ge=0.0, le=10_000.0,
-                                     description="A pause at least this long always ends a "
-                                     "phrase, ms.", examples=[500.0])
+    phrases: bool = Field(
+        default=True,
+        description="Split speech into phrases at pauses (pitch-reset and "
+        "energy cues tell phrase ends from hesitations) and report pause "
+        "statistics.",
+        examples=[True],
+    )
+    min_pause_ms: float = Field(
+        default=200.0,
+        ge=0.0,
+        le=10_000.0,
+        description="Shortest gap counted as a pause, ms.",
+        examples=[200.0],
+    )
+    boundary_pause_ms: float = Field(
+        default=500.0,
+        ge=0.0,
+        le=10_000.0,
+        description="A pause at least this long always ends a phrase, ms.",
+        examples=[500.0],
+    )
+    overlap: bool = Field(
+        default=False,
+        description="Detect overlapping speech: segments get `overlap`, and "
+        "the `overlap_prob` feature is available.",
+        examples=[False],
+    )
+    diarize: bool = Field(
+        default=False,
+        description="Speaker diarization (resemblyzer d-vectors, clustering "
+        "that estimates the number of speakers): segments get `speaker`.",
+        examples=[False],
+    )
+    num_speakers: int | None = Field(
+        default=None,
+        ge=1,
+        le=32,
+        description="Known number of speakers; null: estimated.",
+        examples=[None],
+    )
+    max_speakers: int = Field(
+        default=8,
+        ge=1,
+        le=32,
+        description="Upper bound when the number is estimated.",
+        examples=[8],
+    )
 
     @model_validator(mode="after")
     def _check(self) -> SegmentOptions:
@@ -352,8 +428,17 @@ class SegmentOptions(_Options):
                 f"segment.min_pause_ms ({self.min_pause_ms}) must not exceed "
                 f"segment.boundary_pause_ms ({self.boundary_pause_ms})"
             )
-        if self.vad == "off" and (self.trim or self.max_pause_ms is not None):
-            raise ValueError("segment.trim and segment.max_pause_ms need a VAD (segment.vad)")
+        if self.vad == "off" and (
+            self.trim or self.max_pause_ms is not None or self.diarize or self.overlap
+        ):
+            raise ValueError(
+                "segment.trim, max_pause_ms, diarize and overlap need a VAD (segment.vad)"
+            )
+        if self.num_speakers is not None and self.num_speakers > self.max_speakers:
+            raise ValueError(
+                f"segment.num_speakers ({self.num_speakers}) exceeds segment.max_speakers "
+                f"({self.max_speakers})"
+            )
         return self
 
 
@@ -386,6 +471,12 @@ class ProcessingOptions(_Options):
     def _check_nyquist(self) -> ProcessingOptions:
         if "vad_prob" in self.features.resolved_names and self.segment.vad == "off":
             raise ValueError("features.names 'vad_prob' needs a VAD (segment.vad is 'off')")
+        if "overlap_prob" in self.features.resolved_names and not (
+            self.segment.overlap or self.segment.diarize
+        ):
+            raise ValueError(
+                "features.names 'overlap_prob' needs segment.overlap or segment.diarize"
+            )
         if self.features.preset == "whisper" and self.target_sample_rate != 16000:
             raise ValueError(
                 "the whisper preset needs target_sample_rate 16000 (Whisper's rate), not "

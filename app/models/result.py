@@ -97,11 +97,21 @@ class SegmentReport(BaseModel):
     )
     end_s: float = Field(description="Speech offset, s.", examples=[2.52])
     confidence: float = Field(description="Mean speech probability, 0–1.", examples=[0.93])
-    speaker: str | None = Field(default=None, description="Speaker label (diarization).")
+    speaker: str | None = Field(
+        default=None, description="Speaker label S0, S1, … (segment.diarize).", examples=["S0"]
+    )
+    overlap: bool | None = Field(
+        default=None,
+        description="Two or more people talk at once (segment.overlap).",
+        examples=[False],
+    )
 
 
 class SegmentationReport(BaseModel):
     vad: str = Field(description="The detector that ran.", examples=["energy"])
+    num_speakers: int | None = Field(
+        default=None, description="Speakers found (diarization).", examples=[2]
+    )
     phrases: list[dict[str, float | int]] | None = Field(
         description="Phrases: start_s, end_s, hesitations (pauses inside that did not end it)."
     )

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from app.errors import AudioprocError
 from app.models.options import FeatureOptions, ProcessingOptions
 from app.pipeline import denoise as D
+from app.pipeline import diarize as DZ
 from app.pipeline import normalize as N
 from app.pipeline import segment as S
 from app.pipeline.audio import Audio, InputInfo
@@ -24,7 +25,7 @@ from app.pipeline.features import FeatureArray, compute_features
 from app.pipeline.features.frames import FrameSpec, pad_signal
 from app.pipeline.features.presets import resolve
 from app.pipeline.features.spectral import stft_power
-from app.pipeline.segment import PauseStatistics, Phrasing, SpeechSegment, TimeMap
+from app.pipeline.segment import PauseStatistics, Phrasing, TimeMap
 
 #: Bumped whenever a change alters any output for the same input and options (part of the id).
 PIPELINE_VERSION = "2"
@@ -72,14 +73,34 @@ class Quality:
 
 
 @dataclass(frozen=True)
+class Segment:
+    """A stretch of speech (seconds); with diarization, of one speaker and one overlap state.
+
+    Attributes:
+        start_s, end_s: bounds, seconds.
+        confidence: mean speech probability over the stretch, 0–1.
+        speaker: ``"S0"``, ``"S1"``, … with diarization, else ``None``.
+        overlap: two or more people talk at once (with overlap detection), else ``None``.
+    """
+
+    start_s: float
+    end_s: float
+    confidence: float
+    speaker: str | None = None
+    overlap: bool | None = None
+
+
+@dataclass(frozen=True)
 class Segmentation:
-    """Voice activity and phrasing of one result, in the processed audio's timeline.
+    """Voice activity, speakers and phrasing of one result, in the processed audio's timeline.
 
     Attributes:
         backend: the VAD that ran.
         segments: speech segments.
         speech_ratio: speech time / duration of the processed audio.
         prob: speech probability per feature frame, shape ``(frame,)``.
+        overlap_prob: probability of overlapped speech per frame, ``(frame,)``, or ``None``.
+        num_speakers: speakers found (with diarization), or ``None``.
         phrasing: phrases and pauses (``None`` when ``segment.phrases`` is off).
         pauses: pause statistics of the input (``None`` without phrases).
         time_map: output → input pieces ``(output_start_s, input_start_s, duration_s)`` when
@@ -87,9 +108,11 @@ class Segmentation:
     """
 
     backend: str
-    segments: list[SpeechSegment]
+    segments: list[Segment]
     speech_ratio: float
     prob: torch.Tensor
+    overlap_prob: torch.Tensor | None
+    num_speakers: int | None
     phrasing: Phrasing | None
     pauses: PauseStatistics | None
     time_map: TimeMap | None
@@ -117,6 +140,13 @@ def _spectra(
     longest = max(p.shape[-1] for p in padded)
     batch = torch.stack([F.pad(p, (0, longest - p.shape[-1])) for p in padded])
     return batch, stft_power(batch, frames, padded=True)
+
+
+def _mean_over(track: torch.Tensor, start_s: float, end_s: float, frame_rate_hz: float) -> float:
+    """Mean of a frame track over ``[start_s, end_s]`` (at least one frame)."""
+    first = min(round(start_s * frame_rate_hz), track.shape[-1] - 1)
+    last = max(round(end_s * frame_rate_hz), first + 1)
+    return float(track[first:last].mean())
 
 
 def choose_device(setting: str) -> torch.device:
@@ -318,8 +348,8 @@ class Pipeline:
         for index, item in enumerate(items):
             lufs, peak, gain, warnings = measured[index]
             segmentation = segmentations[index]
-            if segmentation is not None and "vad_prob" in options.features.resolved_names:
-                features[index] = self._with_vad_prob(
+            if segmentation is not None:
+                features[index] = self._with_tracks(
                     features[index], segmentation, frames.frame_rate_hz, options
                 )
             if item.clipping_ratio > 0.001:
@@ -386,10 +416,32 @@ class Pipeline:
                 min_pause_ms=choice.min_pause_ms, boundary_pause_ms=choice.boundary_pause_ms,
             )  # fmt: skip
             pauses = S.pause_statistics(activity, phrasing)
+        segments = [Segment(s.start_s, s.end_s, s.confidence) for s in activity.segments]
+        overlap_prob = num_speakers = None
+        if choice.diarize or choice.overlap:
+            # The diarizer finds its own speech frames: its windows must not cross pauses, and
+            # the VAD's finer pauses leave too few windows per speaker (2 of 6 speakers found on
+            # diarizationExample2 against 6 of 6). Its turns are then cut at the VAD's segments.
+            who = DZ.diarize(
+                mono, sample_rate=rate, hop_length=hop_length,
+                num_speakers=choice.num_speakers, max_speakers=choice.max_speakers,
+            )  # fmt: skip
+            pieces = DZ.speaker_segments([(s.start_s, s.end_s) for s in segments], who)
+            frame_rate = rate / hop_length
+            segments = [
+                Segment(
+                    p.start_s, p.end_s, _mean_over(activity.prob, p.start_s, p.end_s, frame_rate),
+                    speaker=f"S{p.speaker}" if choice.diarize and p.speaker >= 0 else None,
+                    overlap=p.overlap if choice.overlap else None,
+                )
+                for p in pieces
+            ]  # fmt: skip
+            overlap_prob = who.overlap_prob
+            num_speakers = who.num_speakers if choice.diarize else None
         return Segmentation(
-            backend=activity.backend, segments=list(activity.segments),
-            speech_ratio=activity.speech_ratio, prob=activity.prob, phrasing=phrasing,
-            pauses=pauses, time_map=None,
+            backend=activity.backend, segments=segments, speech_ratio=activity.speech_ratio,
+            prob=activity.prob, overlap_prob=overlap_prob, num_speakers=num_speakers,
+            phrasing=phrasing, pauses=pauses, time_map=None,
         )  # fmt: skip
 
     @staticmethod
@@ -399,14 +451,15 @@ class Pipeline:
         """Trim and shorten pauses as asked; move every time into the output's timeline."""
         choice, rate = options.segment, options.target_sample_rate
         cut, time_map = S.trim_and_shorten(
-            signal, seg.segments, sample_rate=rate, trim=choice.trim,
+            signal, [(s.start_s, s.end_s) for s in seg.segments], sample_rate=rate,
+            trim=choice.trim,
             padding_ms=choice.trim_padding_ms, max_pause_ms=choice.max_pause_ms,
         )  # fmt: skip
 
         def out(t: float) -> float:
             return float(time_map.to_output(t))
 
-        segments = [S.SpeechSegment(out(s.start_s), out(s.end_s), s.confidence)
+        segments = [dataclasses.replace(s, start_s=out(s.start_s), end_s=out(s.end_s))
                     for s in seg.segments]  # fmt: skip
         phrasing = seg.phrasing and S.Phrasing(
             tuple(dataclasses.replace(p, start_s=out(p.start_s), end_s=out(p.end_s))
@@ -419,29 +472,35 @@ class Pipeline:
         source = torch.as_tensor(time_map.to_input(frame_times * hop_length / rate))
         index = (source * rate / hop_length).round().long().clamp(0, seg.prob.shape[-1] - 1)
         duration = cut.shape[-1] / rate
+        index = index.to(seg.prob.device)
         moved = dataclasses.replace(
-            seg, segments=segments, phrasing=phrasing, prob=seg.prob[index.to(seg.prob.device)],
+            seg, segments=segments, phrasing=phrasing, prob=seg.prob[index],
+            overlap_prob=None if seg.overlap_prob is None else seg.overlap_prob[index],
             speech_ratio=sum(s.end_s - s.start_s for s in segments) / duration if duration else 0,
             time_map=time_map,
         )  # fmt: skip
         return moved, cut
 
     @staticmethod
-    def _with_vad_prob(
+    def _with_tracks(
         features: dict[str, FeatureArray],
         segmentation: Segmentation,
         frame_rate_hz: float,
         options: ProcessingOptions,
     ) -> dict[str, FeatureArray]:
-        """Insert the VAD's probability track as the ``vad_prob`` feature, in names order."""
-        track = FeatureArray(
-            data=segmentation.prob.unsqueeze(0), frame_rate_hz=frame_rate_hz,
-            unit="speech probability, 0–1", rows=["speech_probability"],
-        )  # fmt: skip
+        """Insert the segmentation's frame tracks (``vad_prob``, ``overlap_prob``) among the
+        features, in the order of the names."""
+        tracks = {"vad_prob": (segmentation.prob, "speech_probability")}
+        if segmentation.overlap_prob is not None:
+            tracks["overlap_prob"] = (segmentation.overlap_prob, "overlap_probability")
         ordered: dict[str, FeatureArray] = {}
         for name in options.features.resolved_names:
-            if name == "vad_prob":
-                ordered[name] = track
+            if name in tracks:
+                data, row = tracks[name]
+                ordered[name] = FeatureArray(
+                    data=data.unsqueeze(0), frame_rate_hz=frame_rate_hz, unit="probability, 0–1",
+                    rows=[row],
+                )  # fmt: skip
             for key in ("pitch_hz", "voicing") if name == "pitch" else (name,):
                 if key in features:
                     ordered[key] = features[key]

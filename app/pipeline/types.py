@@ -12,7 +12,7 @@ MelScale = Literal["slaney", "htk"]
 PadMode = Literal["reflect", "constant"]
 FeatureName = Literal[
     "spectrogram", "log_mel", "mfcc", "energy", "zcr", "pitch", "voice_quality", "formants",
-    "spectral", "temporal", "waveform", "egemaps", "vad_prob",
+    "spectral", "temporal", "waveform", "egemaps", "vad_prob", "overlap_prob",
 ]  # fmt: skip
 UnvoicedMode = Literal["zero", "nan", "interpolate"]
 #: ``auto`` is the decision-directed MMSE log-spectral amplitude estimator with back-off.

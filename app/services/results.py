@@ -274,12 +274,14 @@ def _segmentation_meta(result: PipelineResult) -> dict[str, Any]:
                 "start_s": round(s.start_s, 4),
                 "end_s": round(s.end_s, 4),
                 "confidence": round(s.confidence, 4),
-                "speaker": None,
+                "speaker": s.speaker,
+                **({} if s.overlap is None else {"overlap": s.overlap}),
             }
             for s in seg.segments
-        ],  # fmt: skip
+        ],
         "segmentation": {
             "vad": seg.backend,
+            "num_speakers": seg.num_speakers,
             "phrases": None
             if seg.phrasing is None
             else [

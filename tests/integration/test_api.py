@@ -745,3 +745,46 @@ def test_cleaning_raises_the_snr_and_is_reported(
         data={"options": '{"denoise": {"method": "magic"}}'},
     )
     assert bad.status_code == 422 and "denoise.method" in bad.json()["detail"]
+
+
+def test_diarization_and_overlap_through_the_api(client: TestClient) -> None:
+    data = shared_file("diarization/diarizationExample2.wav").read_bytes()
+    options = {
+        "segment": {"diarize": True, "overlap": True},
+        "features": {"names": ["vad_prob", "overlap_prob"]},
+    }
+    body = client.post(
+        "/process", files={"file": ("d.wav", data)}, data={"options": json.dumps(options)}
+    ).json()
+    assert body["segmentation"]["num_speakers"] == 6
+    speakers = {s["speaker"] for s in body["segments"]}
+    assert len(speakers) == 6 and None not in speakers
+    assert all(isinstance(s["overlap"], bool) for s in body["segments"])
+    frames = body["features"]["vad_prob"]["shape"]
+    assert body["features"]["overlap_prob"]["shape"] == frames
+    labels = [
+        line.split("\t")
+        for line in shared_file("diarization/diarizationExample2.segments").read_text().splitlines()
+        if line.strip()
+    ]
+    # Each labelled turn is spoken, in our segments, by one speaker of its own.
+    majority = []
+    for start, end, _speaker in labels:
+        time_by_speaker: dict[str, float] = {}
+        for seg in body["segments"]:
+            inside = min(seg["end_s"], float(end)) - max(seg["start_s"], float(start))
+            if inside > 0:
+                time_by_speaker[seg["speaker"]] = time_by_speaker.get(seg["speaker"], 0) + inside
+        best = max(time_by_speaker, key=time_by_speaker.__getitem__)
+        assert time_by_speaker[best] >= 0.8 * sum(time_by_speaker.values()), time_by_speaker
+        majority.append(best)
+    assert len(set(majority)) == len(labels) == 6
+
+
+def test_speaker_count_validation(client: TestClient) -> None:
+    response = client.post(
+        "/process",
+        files={"file": ("a.wav", b"x")},
+        data={"options": '{"segment": {"diarize": true, "num_speakers": 9, "max_speakers": 4}}'},
+    )
+    assert response.status_code == 422 and "num_speakers" in response.json()["detail"]

@@ -80,7 +80,7 @@ _PER_SIGNAL = {
     "waveform", "spectral", "temporal", "pitch", "voice_quality", "formants", "egemaps",
 }  # fmt: skip
 #: Features the runner adds from its segmentation stage.
-_FROM_SEGMENTATION = {"vad_prob"}
+_FROM_SEGMENTATION = {"vad_prob", "overlap_prob"}
 #: Outputs left as they are by ``features.normalize`` (flags, normalized signals, functionals).
 _NOT_NORMALIZED = {"voicing", "waveform", "egemaps"}
 #: Presets whose log-mel / MFCC follow another toolkit's own framing and scale.
@@ -132,8 +132,10 @@ def compute_features(
     batched: dict[str, _Raw] = {}
     mel_db: torch.Tensor | None = None
     for name in names:
-        if name in _PER_SIGNAL or name in _FROM_SEGMENTATION or (
-            toolkit and name in ("log_mel", "mfcc")
+        if (
+            name in _PER_SIGNAL
+            or name in _FROM_SEGMENTATION
+            or (toolkit and name in ("log_mel", "mfcc"))
         ):
             continue
         if name == "spectrogram":
