@@ -66,7 +66,7 @@ DURATION_S = 60.0
 HOST = "127.0.0.1"
 #: The foundation's work, as the librosa equivalent does it: no cleaning, no VAD.
 OPTIONS_JSON = {
-    "denoise": {"method": "off", "wind": False},
+    "denoise": {"method": "off", "wind": False, "declick": False},
     "segment": {"vad": "off"},
     "features": {"names": ["log_mel", "mfcc", "energy", "zcr"], "deltas": 2},
 }

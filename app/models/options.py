@@ -280,6 +280,35 @@ class DenoiseOptions(_Options):
         "`spectral_subtraction`: Berouti's over-subtraction with a spectral floor; `off`.",
         examples=["auto"],
     )
+    declick: bool = Field(
+        default=True,
+        description="Find impulsive clicks (LPC residuals "
+        "against a robust threshold) and repair them by interpolation; "
+        "attenuate plosive pops (low-frequency bursts).",
+        examples=[True],
+    )
+    dereverb: bool = Field(
+        default=False,
+        description="Reduce room reverberation: WPE, then "
+        "late-reflection suppression; reports RT60 before and after.",
+        examples=[False],
+    )
+    echo: bool = Field(
+        default=False,
+        description="Cancel echo: with `echo_reference_channel`, "
+        "a frequency-domain adaptive filter against that far-end channel plus "
+        "residual suppression; without it, late reflections / discrete echoes "
+        "are suppressed.",
+        examples=[False],
+    )
+    echo_reference_channel: int | None = Field(
+        default=None,
+        ge=0,
+        le=63,
+        description="Input channel (0-based) that carries the far-end (loudspeaker) signal; it "
+        "is removed from the audio before channel handling.",
+        examples=[None],
+    )
     wind: bool = Field(
         default=True,
         description="Detect wind (low-frequency, non-stationary, "
@@ -312,6 +341,48 @@ class DenoiseOptions(_Options):
         le=1.0,
         description="Spectral floor, fraction of the noisy power (`spectral_subtraction`).",
         examples=[0.02],
+    )
+
+
+class CompressionOptions(_Options):
+    """Dynamic range compression and a true-peak limiter, after loudness normalization."""
+
+    enabled: bool = Field(default=False, description="Apply compression.", examples=[False])
+    preset: Literal["leveling", "speech"] = Field(
+        default="leveling",
+        description="`leveling`: brings quiet talkers up and loud ones down (slow RMS compressor "
+        "from −40 dBFS at 3:1, 10 dB knee, +10 dB make-up); `speech`: a gentler speech "
+        "compressor. Then a −1 dBTP true-peak limiter.",
+        examples=["leveling"],
+    )
+    threshold_db: float | None = Field(
+        default=None, ge=-80.0, le=0.0, description="Override: threshold, dBFS.", examples=[None]
+    )
+    ratio: float | None = Field(
+        default=None,
+        ge=1.0,
+        le=100.0,
+        description="Override: ratio (input dB per output dB).",
+        examples=[None],
+    )
+    knee_db: float | None = Field(
+        default=None, ge=0.0, le=40.0, description="Override: soft knee width, dB.", examples=[None]
+    )
+    attack_ms: float | None = Field(
+        default=None, ge=0.01, le=1000.0, description="Override: attack, ms.", examples=[None]
+    )
+    release_ms: float | None = Field(
+        default=None, ge=1.0, le=10_000.0, description="Override: release, ms.", examples=[None]
+    )
+    makeup_db: float | None = Field(
+        default=None, ge=-40.0, le=40.0, description="Override: make-up gain, dB.", examples=[None]
+    )
+    ceiling_dbtp: float = Field(
+        default=-1.0,
+        ge=-40.0,
+        le=0.0,
+        description="Limiter ceiling, dBTP (4× oversampled true peak).",
+        examples=[-1.0],
     )
 
 
@@ -464,6 +535,7 @@ class ProcessingOptions(_Options):
     )
     denoise: DenoiseOptions = Field(default_factory=DenoiseOptions)
     loudness: LoudnessOptions = Field(default_factory=LoudnessOptions)
+    compression: CompressionOptions = Field(default_factory=CompressionOptions)
     segment: SegmentOptions = Field(default_factory=SegmentOptions)
     features: FeatureOptions = Field(default_factory=FeatureOptions)
 

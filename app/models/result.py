@@ -29,6 +29,11 @@ class OutputReport(BaseModel):
     gain_db: float = Field(
         description="Gain applied by loudness normalization, dB.", examples=[4.8]
     )
+    compression: dict[str, float] | None = Field(
+        default=None,
+        description="With compression: max_reduction_db, mean_gain_db, limited_fraction, "
+        "true_peak_dbtp (4× oversampled).",
+    )
 
 
 class QualityReport(BaseModel):
@@ -53,10 +58,12 @@ class QualityReport(BaseModel):
     snr_after_db: float | None = Field(
         default=None, description="WADA-SNR after cleaning, dB.", examples=[24.5]
     )
-    cleaning: dict[str, dict[str, float | str | None]] | None = Field(
+    cleaning: dict[str, dict[str, float | int | str | None]] | None = Field(
         default=None,
         description="What each cleaning step did: `noise` (method, gain_db, noise_floor_dbfs, "
-        "strength 0–1 after back-off), `wind` (detected_fraction, mean_score).",
+        "strength 0–1 after back-off), `wind` (detected_fraction, mean_score), `declick` "
+        "(clicks_repaired, pops_attenuated), `echo` (erle_db, delay_ms, double_talk; or "
+        "late_reflections_rt60_s), `dereverb` (rt60_before_s, rt60_after_s).",
     )
 
 

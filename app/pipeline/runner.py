@@ -15,12 +15,13 @@ import torch.nn.functional as F
 
 from app.errors import AudioprocError
 from app.models.options import FeatureOptions, ProcessingOptions
-from app.pipeline import denoise as D
+from app.pipeline import clean as C
 from app.pipeline import diarize as DZ
 from app.pipeline import normalize as N
 from app.pipeline import segment as S
 from app.pipeline.audio import Audio, InputInfo
 from app.pipeline.decode import DecodeLimits, decode
+from app.pipeline.dynamics import DynamicsReport
 from app.pipeline.features import FeatureArray, compute_features
 from app.pipeline.features.frames import FrameSpec, pad_signal
 from app.pipeline.features.presets import resolve
@@ -30,11 +31,6 @@ from app.pipeline.segment import PauseStatistics, Phrasing, TimeMap
 #: Bumped whenever a change alters any output for the same input and options (part of the id).
 PIPELINE_VERSION = "2"
 
-#: The denoiser behind each ``denoise.method`` option.
-_NOISE_METHODS: dict[str, D.NoiseMethod] = {
-    "auto": "mmse_lsa", "mmse": "mmse_lsa", "spectral_subtraction": "spectral_subtraction",
-    "off": "none",
-}  # fmt: skip
 
 #: A sample at or above this magnitude counts as clipped.
 CLIP_LEVEL = 0.999
@@ -42,8 +38,9 @@ CLIP_LEVEL = 0.999
 
 @dataclass(frozen=True)
 class OutputInfo:
-    """The processed audio. Levels are after normalization (LUFS per BS.1770-4, dBFS sample peak;
-    ``-inf`` for digital silence)."""
+    """The processed audio. Levels are after normalization and compression (LUFS per BS.1770-4,
+    dBFS sample peak; ``-inf`` for digital silence); ``dynamics`` says what the compressor and
+    limiter did, when they ran."""
 
     sample_rate: int
     channels: int
@@ -51,6 +48,7 @@ class OutputInfo:
     loudness_lufs: float
     peak_dbfs: float
     gain_db: float
+    dynamics: DynamicsReport | None = None
 
 
 @dataclass(frozen=True)
@@ -69,7 +67,7 @@ class Quality:
     dc_offset: float
     input_loudness_lufs: float
     silent: bool
-    cleaning: D.NoiseStageReport | None = None
+    cleaning: C.CleaningReport | None = None
 
 
 @dataclass(frozen=True)
@@ -165,7 +163,7 @@ class _Prepared:
     clipping_ratio: float
     dc_offset: float
     steps: list[tuple[str, float]]
-    cleaning: D.NoiseStageReport | None
+    cleaning: C.CleaningReport | None
 
 
 class Pipeline:
@@ -263,20 +261,27 @@ class Pipeline:
                 else 0.0
             )
             samples, offsets = N.remove_dc(samples)
+            samples, reference = C.split_reference(samples, options.denoise)
             samples = N.select_channels(samples, options.channels)
-            samples = N.resample(samples, info.sample_rate, options.target_sample_rate)
+            rate = options.target_sample_rate
+            samples = N.resample(samples, info.sample_rate, rate)
+            if reference is not None:
+                reference = N.resample(reference, info.sample_rate, rate)
         steps = [("decode", decode_ms[0]), ("normalize", normalize_ms[0])]
         cleaning = None
-        if options.denoise.method != "off" or options.denoise.wind:
+        choice = options.denoise
+        if (
+            choice.method != "off"
+            or choice.wind
+            or choice.declick
+            or choice.dereverb
+            or (choice.echo)
+        ):
             clean_ms: list[float] = []
             with self._timed(clean_ms):
-                choice = options.denoise
-                samples, cleaning = D.denoise(
-                    samples, sample_rate=options.target_sample_rate,
-                    method=_NOISE_METHODS[choice.method], wind=choice.wind,
-                    gain_floor_db=choice.gain_floor_db, over_subtraction=choice.over_subtraction,
-                    spectral_floor=choice.spectral_floor, backoff=choice.backoff,
-                )  # fmt: skip
+                samples, cleaning = C.clean(
+                    samples, sample_rate=rate, options=choice, reference=reference
+                )
             steps.append(("clean", clean_ms[0]))
         return _Prepared(
             info=info,
@@ -324,6 +329,17 @@ class Pipeline:
             batch = batch * amplitudes.view(-1, 1, 1)
             power = power * amplitudes.square().view(-1, 1, 1, 1)
         signals = [item.samples * float(amplitudes[i]) for i, item in enumerate(items)]
+        levels = [(m[0] + m[2].gain_db, m[1] + m[2].gain_db) for m in measured]
+        dynamics: list[DynamicsReport | None] = [None] * len(items)
+        compress_ms: list[float] = []
+        if options.compression.enabled:
+            with self._timed(compress_ms):
+                for index, signal in enumerate(signals):
+                    signals[index], dynamics[index] = C.compress(
+                        signal, sample_rate=rate, options=options.compression
+                    )
+                    levels[index] = self._levels(signals[index], rate)
+                batch, power = _spectra(signals, frames)
         segment_ms: list[float] = []
         with self._timed(segment_ms):
             segmentations = [self._segment(s, frames.hop_length, options) for s in signals]
@@ -362,6 +378,7 @@ class Pipeline:
                 item.steps[0],
                 ("normalize", item.steps[1][1] + shared_level),
                 *item.steps[2:],
+                *([("compress", compress_ms[0] / len(items))] if compress_ms else []),
                 *([("segment", shared_segment)] if segmentation is not None else []),
                 ("features", shared_features),
             ]
@@ -369,9 +386,10 @@ class Pipeline:
                 sample_rate=rate,
                 channels=audio.num_channels,
                 duration_s=round(audio.duration_s, 6),
-                loudness_lufs=lufs + gain.gain_db,
-                peak_dbfs=peak + gain.gain_db,
+                loudness_lufs=levels[index][0],
+                peak_dbfs=levels[index][1],
                 gain_db=round(gain.gain_db, 4),
+                dynamics=dynamics[index],
             )
             quality = Quality(
                 clipping_ratio=item.clipping_ratio,
@@ -393,6 +411,16 @@ class Pipeline:
                 )  # fmt: skip
             )
         return results
+
+    @staticmethod
+    def _levels(samples: torch.Tensor, rate: int) -> tuple[float, float]:
+        """BS.1770 integrated loudness (LUFS) and sample peak (dBFS) of ``(channel, time)``."""
+        meter = resolve(FeatureOptions(), rate).frames
+        lufs = N.integrated_loudness(
+            stft_power(samples, meter), sample_rate=rate, hop_length=meter.hop_length,
+            n_fft=meter.n_fft, window=meter.window(samples.device),
+        )  # fmt: skip
+        return lufs, N.peak_dbfs(samples)
 
     @staticmethod
     def _segment(

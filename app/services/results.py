@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import zipfile
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from app.errors import (
     StorageUnavailable,
 )
 from app.models.options import ProcessingOptions
-from app.pipeline.denoise import NoiseStageReport
+from app.pipeline.clean import CleaningReport
 from app.pipeline.runner import PIPELINE_VERSION, Pipeline, PipelineResult
 from app.services.cache import CacheUnavailable, ResultCache
 from app.services.storage import AUDIO, FEATURES, MANIFEST, ResultStorage, StorageError
@@ -113,6 +114,18 @@ class StoredResult:
                 "loudness_lufs": _finite_or_none(round(out.loudness_lufs, 3)),
                 "peak_dbfs": _finite_or_none(round(out.peak_dbfs, 3)),
                 "gain_db": out.gain_db,
+                **(
+                    {
+                        "compression": {
+                            "max_reduction_db": round(out.dynamics.max_reduction_db, 2),
+                            "mean_gain_db": round(out.dynamics.mean_gain_db, 2),
+                            "limited_fraction": round(out.dynamics.limited_fraction, 5),
+                            "true_peak_dbtp": round(out.dynamics.true_peak_dbtp, 2),
+                        }
+                    }
+                    if out.dynamics
+                    else {}
+                ),
             },
             "quality": {
                 "clipping_ratio": round(quality.clipping_ratio, 6),
@@ -234,28 +247,41 @@ class StoredResult:
         return cls(meta, arrays, np.ascontiguousarray(samples.T))
 
 
-def _cleaning_meta(report: NoiseStageReport | None) -> dict[str, Any]:
+def _cleaning_meta(report: CleaningReport | None) -> dict[str, Any]:
     """``snr_db`` (WADA-SNR before cleaning), ``snr_after_db`` and what each step did."""
     if report is None:
         return {}
     cleaning: dict[str, Any] = {}
-    if report.noise is not None:
-        cleaning["noise"] = {
-            "method": report.noise.method,
-            "gain_db": _finite_or_none(round(report.noise.gain_db, 3)),
-            "noise_floor_dbfs": _finite_or_none(round(report.noise.noise_floor_dbfs, 2)),
-            "strength": round(report.noise.strength, 3),
+    snr: dict[str, Any] = {}
+    noise = report.noise
+    if noise is not None:
+        snr = {
+            "snr_db": _finite_or_none(round(noise.snr_before_db, 2)),
+            "snr_after_db": _finite_or_none(round(noise.snr_after_db, 2)),
         }
-    if report.wind is not None:
-        cleaning["wind"] = {
-            "detected_fraction": round(report.wind.detected_fraction, 4),
-            "mean_score": round(report.wind.mean_score, 4),
+        if noise.noise is not None:
+            cleaning["noise"] = {
+                "method": noise.noise.method,
+                "gain_db": _finite_or_none(round(noise.noise.gain_db, 3)),
+                "noise_floor_dbfs": _finite_or_none(round(noise.noise.noise_floor_dbfs, 2)),
+                "strength": round(noise.noise.strength, 3),
+            }
+        if noise.wind is not None:
+            cleaning["wind"] = {
+                "detected_fraction": round(noise.wind.detected_fraction, 4),
+                "mean_score": round(noise.wind.mean_score, 4),
+            }
+    if report.clicks_repaired is not None:
+        cleaning["declick"] = {"clicks_repaired": report.clicks_repaired,
+                               "pops_attenuated": report.pops_attenuated}  # fmt: skip
+    if report.echo is not None:
+        cleaning["echo"] = {k: _finite_or_none(round(v, 3)) for k, v in report.echo.items()}
+    if report.rt60_before_s is not None:
+        cleaning["dereverb"] = {
+            "rt60_before_s": _finite_or_none(round(report.rt60_before_s, 3)),
+            "rt60_after_s": _finite_or_none(round(report.rt60_after_s or math.nan, 3)),
         }
-    return {
-        "snr_db": _finite_or_none(round(report.snr_before_db, 2)),
-        "snr_after_db": _finite_or_none(round(report.snr_after_db, 2)),
-        "cleaning": cleaning,
-    }
+    return {**snr, "cleaning": cleaning}
 
 
 def _segmentation_meta(result: PipelineResult) -> dict[str, Any]:

@@ -736,7 +736,7 @@ def test_cleaning_raises_the_snr_and_is_reported(
     off = client.post(
         "/process",
         files={"file": ("n.wav", wav_bytes(noisy, sr))},
-        data={"options": '{"denoise": {"method": "off", "wind": false}}'},
+        data={"options": '{"denoise": {"method": "off", "wind": false, "declick": false}}'},
     ).json()
     assert "cleaning" not in off["quality"] and "clean" not in [s["name"] for s in off["steps"]]
     bad = client.post(
@@ -788,3 +788,78 @@ def test_speaker_count_validation(client: TestClient) -> None:
         data={"options": '{"segment": {"diarize": true, "num_speakers": 9, "max_speakers": 4}}'},
     )
     assert response.status_code == 422 and "num_speakers" in response.json()["detail"]
+
+
+def test_restoration_steps_through_the_api(
+    client: TestClient, speech: tuple[np.ndarray, int]
+) -> None:
+    y, sr = speech
+    clicked = y.copy()
+    positions = np.arange(sr // 2, len(y) - sr // 2, sr // 3)
+    clicked[positions] += 0.6
+    body = client.post(
+        "/process",
+        files={"file": ("c.wav", wav_bytes(clicked, sr, "FLOAT"))},
+        data={"options": '{"denoise": {"method": "off", "wind": false}}'},
+    ).json()
+    assert body["quality"]["cleaning"]["declick"]["clicks_repaired"] >= 0.9 * len(positions)
+    options = {"denoise": {"dereverb": True, "declick": False}}
+    body = client.post(
+        "/process",
+        files={"file": ("r.wav", wav_bytes(y, sr))},
+        data={"options": json.dumps(options)},
+    ).json()
+    assert set(body["quality"]["cleaning"]["dereverb"]) == {"rt60_before_s", "rt60_after_s"}
+
+
+def test_echo_cancellation_with_a_reference_channel(
+    client: TestClient, speech: tuple[np.ndarray, int]
+) -> None:
+    import librosa
+
+    y, sr = speech
+    far = librosa.resample(y, orig_sr=sr, target_sr=16000)[: 16000 * 8]
+    path = np.zeros(800, dtype=np.float32)
+    path[[640, 700, 760]] = [0.6, -0.3, 0.15]  # 40 ms bulk delay and a short tail
+    mic = np.convolve(far, path)[: len(far)].astype(np.float32)
+    stereo = np.stack([mic, far], axis=1)
+    options = {
+        "channels": "mono",
+        "denoise": {
+            "echo": True,
+            "echo_reference_channel": 1,
+            "method": "off",
+            "wind": False,
+            "declick": False,
+        },
+    }
+    body = client.post(
+        "/process",
+        files={"file": ("e.wav", wav_bytes(stereo, 16000, "FLOAT"))},
+        data={"options": json.dumps(options)},
+    ).json()
+    echo = body["quality"]["cleaning"]["echo"]
+    # ERLE over the whole 8 s, convergence included (≥ 20 dB after convergence is asserted in
+    # tests/unit/test_restore.py).
+    assert echo["erle_db"] >= 10 and echo["delay_ms"] == pytest.approx(40, abs=2)
+    assert body["output"]["channels"] == 1
+    missing = client.post(
+        "/process",
+        files={"file": ("m.wav", wav_bytes(mic, 16000))},
+        data={"options": json.dumps(options)},
+    )
+    assert missing.status_code == 422 and "echo_reference_channel" in missing.json()["detail"]
+
+
+def test_compression_levels_and_limits(client: TestClient) -> None:
+    quiet = tone(200, 2.0, 16000, 0.02)
+    loud = tone(300, 2.0, 16000, 0.5)
+    data = wav_bytes(np.concatenate([quiet, loud]), 16000)
+    options = {"compression": {"enabled": True, "preset": "leveling", "ceiling_dbtp": -2.0}}
+    body = client.post(
+        "/process", files={"file": ("l.wav", data)}, data={"options": json.dumps(options)}
+    ).json()
+    compression = body["output"]["compression"]
+    assert compression["true_peak_dbtp"] <= -2.0 + 0.05
+    assert compression["max_reduction_db"] > 3
+    assert "compress" in [s["name"] for s in body["steps"]]
