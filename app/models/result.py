@@ -174,7 +174,19 @@ class ReadyResponse(BaseModel):
     status: str = Field(
         description="`ok`, or `degraded` when a dependency is down.", examples=["ok"]
     )
-    checks: dict[str, str] = Field(examples=[{"cache": "redis: ok", "storage": "local: ok"}])
+    checks: dict[str, str] = Field(
+        examples=[
+            {
+                "cache": "redis: ok",
+                "storage": "s3: ok",
+                "queue": "rabbitmq: ok, 0 ready",
+                "jobs": "redis: ok",
+            }
+        ]
+    )
+    down: list[str] = Field(
+        default_factory=list, description="Dependencies that do not answer.", examples=[[]]
+    )
     device: str = Field(examples=["cpu"])
 
 

@@ -23,30 +23,35 @@ async def healthz() -> dict[str, str]:
     operation_id="readyz",
     response_model=ReadyResponse,
     summary="Readiness",
-    responses={503: {"model": ReadyResponse, "description": "A dependency is down."}},
 )
 async def readyz(request: Request) -> JSONResponse:
     """Checks each dependency by name: `cache`, `storage`, `queue` (jobs) and `jobs` (the job
-    state store). `degraded` (503) when one does not answer: POST /process is still served
-    (bypassing the cache); POST /jobs needs the queue and the job store."""
+    state store), and lists in `down` those that do not answer (`status: degraded`).
+
+    The answer stays 200 when degraded: this pod still serves POST /process (bypassing the
+    cache, storing nothing), so a readiness probe must not take every pod out of service when a
+    shared dependency fails; POST /jobs answers 503 itself while the queue or the job store is
+    down. Watch `down` (and the error metrics) to alert."""
     results = request.app.state.results
     checks: dict[str, str] = {}
-    status = "ok"
+    down: list[str] = []
     try:
         await results.cache.ping()
         checks["cache"] = f"{results.cache.backend}: ok"
     except CacheUnavailable as exc:
         checks["cache"] = f"{results.cache.backend}: down ({exc})"
-        status = "degraded"
+        down.append("cache")
     try:
         await results.storage.ping()
         checks["storage"] = f"{results.storage.backend}: ok"
     except StorageError as exc:
         checks["storage"] = f"{results.storage.backend}: down ({exc})"
-        status = "degraded"
+        down.append("storage")
     for name, (text, healthy) in (await request.app.state.jobs.checks()).items():
         checks[name] = text  # "queue" (RabbitMQ | memory) and "jobs" (the job state store)
         if not healthy:
-            status = "degraded"
-    body = {"status": status, "checks": checks, "device": str(results.pipeline.device)}
-    return JSONResponse(body, status_code=200 if status == "ok" else 503)
+            down.append(name)
+    status = "degraded" if down else "ok"
+    body = {"status": status, "checks": checks, "down": down,
+            "device": str(results.pipeline.device)}  # fmt: skip
+    return JSONResponse(body)

@@ -272,7 +272,8 @@ def test_rabbitmq_unreachable_refuses_jobs_but_process_works(tmp_path: Path) -> 
         assert not list((tmp_path / "storage" / "uploads").glob("*")), "a refused job left bytes"
         assert client.post("/process", files={"file": ("a.wav", data)}).status_code == 200
         ready = client.get("/readyz")
-        assert ready.status_code == 503 and ready.json()["status"] == "degraded"
+        assert ready.status_code == 200 and ready.json()["status"] == "degraded"
+        assert "queue" in ready.json()["down"]
         checks = ready.json()["checks"]
         assert checks["queue"].startswith("rabbitmq: down")
         assert checks["cache"] == "memory: ok" and checks["storage"] == "local: ok"
