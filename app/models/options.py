@@ -289,8 +289,9 @@ class DenoiseOptions(_Options):
     )
     dereverb: bool = Field(
         default=False,
-        description="Reduce room reverberation: WPE, then "
-        "late-reflection suppression; reports RT60 before and after.",
+        description="Reduce room reverberation: WPE, then late-reflection suppression and "
+        "long-term spectral equalization toward a neutral speech spectrum; reports RT60 before "
+        "and after.",
         examples=[False],
     )
     echo: bool = Field(

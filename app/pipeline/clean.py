@@ -111,6 +111,8 @@ def clean(
         before = _mean_rt60(samples, sample_rate)
         samples = R.wpe_dereverb(samples, sample_rate=sample_rate)
         samples, _ = R.suppress_late_reflections(samples, sample_rate=sample_rate)
+        # Rooms colour the spectrum too: bring its long-term shape back toward speech's (±6 dB).
+        samples, _ = R.equalize_long_term_spectrum(samples, sample_rate=sample_rate)
         report = replace(report, rt60_before_s=before,
                          rt60_after_s=_mean_rt60(samples, sample_rate))  # fmt: skip
     return samples, report
