@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlencode
 
 import anyio
 import torch
@@ -16,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import __version__, metrics
 from app.config import Settings, get_settings
-from app.errors import AudioprocError, UploadTooLarge, problem_body
+from app.errors import AudioprocError, InvalidRequest, UploadTooLarge, problem_body
 from app.pipeline.decode import DecodeLimits
 from app.pipeline.runner import Pipeline, choose_device
 from app.routers import features, health, jobs, process
@@ -199,6 +201,74 @@ class BodyLimitMiddleware:
         await self.app(scope, limited_receive, send)
 
 
+#: Routes that take ``{"uri": "s3://…", "options": {…}}`` as a JSON body too.
+JSON_INPUT_PATHS = frozenset({"/process", "/jobs"})
+
+
+class JsonInputMiddleware:
+    """``POST /process`` and ``POST /jobs`` accept a JSON body ``{"uri", "options"}`` as well as
+    the multipart form; the JSON is translated here into the same form fields, so the routes
+    and their validation are one. The body is already bounded by :class:`BodyLimitMiddleware`."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(
+        self,
+        scope: MutableMapping[str, Any],
+        receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
+        send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
+    ) -> None:
+        headers = dict(scope.get("headers") or [])
+        content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if (
+            scope["type"] != "http"
+            or scope.get("method") != "POST"
+            or scope.get("path") not in JSON_INPUT_PATHS
+            or content_type != b"application/json"
+        ):
+            await self.app(scope, receive, send)
+            return
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        try:
+            document = json.loads(b"".join(chunks) or b"null")
+            if not isinstance(document, dict) or set(document) - {"uri", "options"}:
+                raise ValueError("expected an object with `uri` and optional `options`")
+            options = document.get("options")
+            fields = {"uri": document.get("uri")}
+            if options is not None:
+                fields["options"] = options if isinstance(options, str) else json.dumps(options)
+            if not isinstance(fields["uri"], str):
+                raise ValueError("`uri` must be a string (s3://bucket/key)")
+        except ValueError as exc:
+            error = InvalidRequest(
+                f'The JSON body is not {{"uri": "s3://bucket/key", "options": {{…}}}}: '
+                f"{exc}. Upload a file with multipart/form-data instead."
+            )
+            await _problem_response(error.problem(instance=scope.get("path")))(scope, receive, send)
+            return
+        body = urlencode({k: v for k, v in fields.items() if v is not None}).encode()
+        form_headers = [(k, v) for k, v in scope["headers"]
+                        if k not in (b"content-type", b"content-length")]  # fmt: skip
+        form_headers += [(b"content-type", b"application/x-www-form-urlencoded"),
+                         (b"content-length", str(len(body)).encode())]  # fmt: skip
+        sent = False
+
+        async def replay() -> MutableMapping[str, Any]:
+            nonlocal sent
+            if sent:
+                return await receive()
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app({**scope, "headers": form_headers}, replay, send)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the application; services are created in the lifespan, once per process."""
     settings = settings or get_settings()
@@ -234,6 +304,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(JsonInputMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_upload_mb=settings.max_upload_mb)
     for router in (process.router, jobs.router, features.router, health.router):
         app.include_router(router)

@@ -11,7 +11,7 @@ from app.deps import JobsDep, ObjectsDep, SettingsDep
 from app.errors import InvalidRequest
 from app.models.jobs import JOB_ID_EXAMPLE, JobAccepted, JobStatusResponse
 from app.routers.process import OPTIONS_EXAMPLE, parse_options, read_upload
-from app.routers.responses import problems
+from app.routers.responses import JSON_INPUT_BODY, problems
 from app.services.jobs import JobState
 
 router = APIRouter(tags=["jobs"])
@@ -26,6 +26,7 @@ def _accepted(state: JobState) -> JSONResponse:
 @router.post(
     "/jobs",
     operation_id="submit_job",
+    openapi_extra=JSON_INPUT_BODY,
     summary="Submit a recording for asynchronous processing",
     status_code=202,
     response_model=JobAccepted,

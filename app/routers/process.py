@@ -12,7 +12,7 @@ from app.deps import ObjectsDep, ResultsDep, SettingsDep
 from app.errors import AudioprocError, EmptyInput, InvalidOptions, InvalidRequest, UploadTooLarge
 from app.models.options import ProcessingOptions
 from app.models.result import BatchResponse, ProcessResponse
-from app.routers.responses import NPZ_MEDIA_TYPE, JSONBytes, problems
+from app.routers.responses import JSON_INPUT_BODY, NPZ_MEDIA_TYPE, JSONBytes, problems
 
 router = APIRouter(tags=["process"])
 
@@ -69,6 +69,7 @@ def parse_options(text: str | None) -> ProcessingOptions:
     "/process",
     operation_id="process",
     summary="Process one recording",
+    openapi_extra=JSON_INPUT_BODY,
     response_model=ProcessResponse,
     response_class=JSONBytes,
     responses={

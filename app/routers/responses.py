@@ -18,6 +18,28 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}} for status in statuses}
 
 
+#: The JSON alternative to the multipart form of POST /process and POST /jobs (translated into
+#: the same form fields by app.main.JsonInputMiddleware).
+JSON_INPUT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["uri"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "uri": {"type": "string", "description": "s3://bucket/key",
+                                "examples": ["s3://recordings/2024/call-0001.wav"]},
+                        "options": {"$ref": "#/components/schemas/ProcessingOptions"},
+                    },
+                }
+            }
+        }
+    }
+}  # fmt: skip
+
+
 class JSONBytes(Response):
     """A JSON body serialized before the response is built (orjson, numpy-aware)."""
 

@@ -268,6 +268,33 @@ def test_process_by_uri_equals_process_by_upload(tmp_path: Path, moto_url: str, 
     assert a["output"] == b["output"]
 
 
+def test_uri_as_a_json_body_on_process_and_jobs(tmp_path: Path, moto_url: str, s3: Any) -> None:
+    data = speech_like(7)
+    uri = put_input(s3, data)
+    options = {"features": {"names": ["mfcc"]}}
+    with TestClient(create_app(make_settings(tmp_path, moto_url))) as client:
+        by_form = process_uri(client, uri, options=json.dumps(options))
+        by_json = client.post("/process", json={"uri": uri, "options": options})
+        assert by_json.status_code == 200, by_json.text[:500]
+        assert by_json.json()["id"] == by_form.json()["id"]
+        assert by_json.json()["features"] == by_form.json()["features"]
+        job = client.post("/jobs", json={"uri": uri, "options": options})
+        assert job.status_code == 202, job.text[:500]
+        deadline = time.monotonic() + 60
+        state = client.get(job.json()["status_url"]).json()
+        while state["status"] not in ("done", "failed") and time.monotonic() < deadline:
+            time.sleep(0.05)
+            state = client.get(job.json()["status_url"]).json()
+        assert state["status"] == "done" and state["result_id"] == by_form.json()["id"]
+        for bad in ({"uri": 5}, {"uri": uri, "file": "x"}, ["s3://a/b"]):
+            assert_problem(client.post("/process", json=bad), 400, "invalid_request")
+        assert_problem(client.post("/jobs", json={"uri": "http://x/y"}), 400, "invalid_uri")
+        broken = client.post(
+            "/process", content=b"{not json", headers={"content-type": "application/json"}
+        )
+        assert_problem(broken, 400, "invalid_request")
+
+
 def test_bucket_not_in_the_allow_list_is_403(
     tmp_path: Path, moto_url: str, s3: Any, proxy: FaultProxy
 ) -> None:
