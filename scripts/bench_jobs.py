@@ -35,7 +35,6 @@ import argparse
 import asyncio
 import io
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -53,6 +52,7 @@ import httpx
 import numpy as np
 import redis
 import soundfile as sf
+from evalkit import cpu_description  # scripts/evalkit.py, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEECH = ROOT.parent / "shared" / "data" / "speech"
@@ -335,18 +335,6 @@ def run(workers: int, recordings: list[bytes], amqp_url: str, redis_url: str, lo
         bench.close()
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
-
-
 def table(runs: dict[int, list[Row]]) -> list[list[str]]:
     """Per worker count, the median over the repeats (with the range of the throughputs)."""
 
@@ -434,7 +422,7 @@ def main() -> int:
     recordings = build_recordings(2 * args.jobs, args.seconds)
     print(
         f"{args.jobs} jobs per phase of {args.seconds:g} s speech "
-        f"({len(recordings[0]) / 1e6:.2f} MB WAV each) on {machine()}",
+        f"({len(recordings[0]) / 1e6:.2f} MB WAV each) on {cpu_description()}",
         flush=True,
     )
     counts = [int(w) for w in args.workers.split(",")]
@@ -466,8 +454,8 @@ def main() -> int:
         )
         args.markdown.write_text(
             f"{args.jobs} jobs per phase of {args.seconds:g} s speech through RabbitMQ; "
-            f"{machine()}; medians of {args.repeats} run(s) (range in brackets); 1-minute load "
-            f"average {min(load):.1f}–{max(load):.1f} during the runs. Command: "
+            f"{cpu_description()}; medians of {args.repeats} run(s) (range in brackets); "
+            f"1-minute load average {min(load):.1f}–{max(load):.1f} during the runs. Command: "
             f"`python scripts/bench_jobs.py{options}`.\n\n" + render_markdown(cells) + "\n"
         )
     return 0

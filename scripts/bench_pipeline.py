@@ -31,7 +31,6 @@ import argparse
 import cProfile
 import io
 import json
-import platform
 import pstats
 import socket
 import struct
@@ -57,6 +56,7 @@ sys.path.insert(0, str(REPO))
 from app.models.options import ProcessingOptions
 from app.pipeline.decode import DecodeLimits
 from app.pipeline.runner import Pipeline
+from scripts.evalkit import machine
 
 torch.set_num_threads(1)
 torch.set_num_interop_threads(1)
@@ -400,21 +400,6 @@ def bench_librosa(wav: bytes, warmup: int, repeats: int) -> Timing:
 
 
 # -- report -----------------------------------------------------------------------------------
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, torch "
-        f"{torch.__version__}, torch threads {torch.get_num_threads()}"
-    )
-
-
 def table(rows: list[Timing]) -> list[list[str]]:
     out = [["measurement", "n", "min ms", "median ms", "p95 ms", "× real time"]]
     for t in rows:

@@ -47,7 +47,6 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMB
 
 import argparse
 import importlib
-import platform
 import sys
 import time
 import warnings
@@ -67,6 +66,7 @@ DATA = REPO.parent / "shared" / "data"
 sys.path.insert(0, str(REPO))
 
 from app.pipeline.denoise import denoise, mmse_lsa, spectral_subtraction, suppress_wind
+from scripts.evalkit import machine, si_sdr
 
 SAMPLE_RATE = 16000
 SNRS_DB = (0, 5, 10, 20)
@@ -178,16 +178,6 @@ def mix(speech: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
 
 
 # -- metrics ------------------------------------------------------------------------------------
-def si_sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
-    """Scale-invariant SDR, dB (Le Roux et al. 2019), both signals made zero-mean."""
-    reference = reference - reference.mean()
-    estimate = estimate - estimate.mean()
-    scale = np.dot(estimate, reference) / max(np.dot(reference, reference), 1e-20)
-    target = scale * reference
-    residual = estimate - target
-    return float(10 * np.log10(max(np.sum(target**2), 1e-20) / max(np.sum(residual**2), 1e-20)))
-
-
 def scores(reference: np.ndarray, estimate: np.ndarray) -> dict[str, float]:
     from pesq import pesq
     from pystoi import stoi
@@ -195,7 +185,7 @@ def scores(reference: np.ndarray, estimate: np.ndarray) -> dict[str, float]:
     return {
         "pesq": float(pesq(SAMPLE_RATE, reference, estimate, "wb")),
         "stoi": float(stoi(reference, estimate, SAMPLE_RATE, extended=False)),
-        "si_sdr": si_sdr(reference, estimate),
+        "si_sdr": si_sdr(reference=reference, estimate=estimate),
     }
 
 
@@ -464,21 +454,6 @@ def restore_module() -> ModuleType | None:
         return None
     sys.path.insert(0, str(SCRIPTS))
     return importlib.import_module("eval_restore")
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, torch "
-        f"{torch.__version__}, torch threads {torch.get_num_threads()}"
-    )
 
 
 def main() -> int:

@@ -42,7 +42,6 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMB
 
 import argparse
 import importlib
-import platform
 import sys
 import time
 import warnings
@@ -62,6 +61,7 @@ DATA = REPO.parent / "shared" / "data"
 sys.path.insert(0, str(REPO))
 
 from app.pipeline.features.pitch import track_pitch
+from scripts.evalkit import machine
 
 SAMPLE_RATE = 16000
 HOP = 160  # 10 ms
@@ -362,21 +362,6 @@ def egemaps_section() -> str:
         note = next((v for k, v in EGEMAPS_NOTES.items() if parameter.startswith(k)), "")
         lines.append(f"| {parameter} | " + " | ".join(cells) + f" | {note} |")
     return "\n".join(lines) + "\n"
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, torch "
-        f"{torch.__version__}, torch threads {torch.get_num_threads()}"
-    )
 
 
 def main() -> int:

@@ -65,6 +65,7 @@ if str(REPO) not in sys.path:
 from app.pipeline import dynamics as D  # noqa: E402
 from app.pipeline import restore as R  # noqa: E402
 from app.pipeline.normalize import k_weighting_coefficients, resample  # noqa: E402
+from scripts.evalkit import si_sdr  # noqa: E402
 
 SAMPLE_RATE = 16000
 RT60S = (0.3, 0.6, 0.9)
@@ -135,13 +136,6 @@ def insert_pops(clean: np.ndarray, seed: int) -> tuple[np.ndarray, list[tuple[in
 
 
 # -- measures ----------------------------------------------------------------------------------
-def si_sdr(estimate: np.ndarray, reference: np.ndarray) -> float:
-    estimate, reference = estimate.astype(np.float64), reference.astype(np.float64)
-    target = float(estimate @ reference) / float(reference @ reference) * reference
-    error = estimate - target
-    return 10 * math.log10(float(target @ target) / max(float(error @ error), 1e-30))
-
-
 def pesq_wb(reference: np.ndarray, degraded: np.ndarray) -> float:
     from pesq import pesq
 
@@ -220,7 +214,12 @@ def evaluate_reverb(clips: list[tuple[str, np.ndarray]], quick: bool) -> list[di
                 ("WPE + late suppression", both.numpy()),
             ):
                 scores.setdefault(method, []).append(
-                    (pesq_wb(dry, out), stoi(dry, out), si_sdr(out, dry), rt60_of(out))
+                    (
+                        pesq_wb(dry, out),
+                        stoi(dry, out),
+                        si_sdr(reference=dry, estimate=out),
+                        rt60_of(out),
+                    )
                 )
         for method, values in scores.items():
             mean = np.mean(values, axis=0)
@@ -349,9 +348,9 @@ def evaluate_echo(clips: list[tuple[str, np.ndarray]]) -> dict[str, Any]:
         "near_pesq_mic": pesq_wb(near[talk], mic_dt[talk]),
         "near_pesq_linear": pesq_wb(near[talk], dt_linear.numpy()[talk]),
         "near_pesq_post": pesq_wb(near[talk], dt_post.numpy()[talk]),
-        "near_sisdr_mic": si_sdr(mic_dt[talk], near[talk]),
-        "near_sisdr_linear": si_sdr(dt_linear.numpy()[talk], near[talk]),
-        "near_sisdr_post": si_sdr(dt_post.numpy()[talk], near[talk]),
+        "near_sisdr_mic": si_sdr(reference=near[talk], estimate=mic_dt[talk]),
+        "near_sisdr_linear": si_sdr(reference=near[talk], estimate=dt_linear.numpy()[talk]),
+        "near_sisdr_post": si_sdr(reference=near[talk], estimate=dt_post.numpy()[talk]),
         "erle_after_talk": power_db((echo + noise)[after_talk])
         - power_db(dt_linear.numpy()[after_talk]),
     }

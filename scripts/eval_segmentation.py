@@ -54,7 +54,6 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMB
 
 import argparse
 import importlib
-import platform
 import sys
 import time
 import types
@@ -75,6 +74,7 @@ DATA = REPO.parent / "shared" / "data"
 sys.path.insert(0, str(REPO))
 
 from app.pipeline.segment import AUTO_BACKEND, frames_in_segments, phrases, vad
+from scripts.evalkit import machine
 
 SAMPLE_RATE = 16000
 HOP = 160  # 10 ms
@@ -539,22 +539,6 @@ def benchmark(repeats: int) -> dict[str, Timing]:
 
 
 # -- report -----------------------------------------------------------------------------------
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, torch "
-        f"{torch.__version__}, torch threads {torch.get_num_threads()}; load average "
-        f"{os.getloadavg()[0]:.2f}"
-    )
-
-
 def markdown(
     table: dict[str, dict[str, Score]], rows: list[str], timings: dict[str, Timing], quick: bool
 ) -> str:
@@ -562,7 +546,7 @@ def markdown(
     lines = [
         "## Voice activity and pauses",
         "",
-        machine() + ("; quick run (count.wav and 5 dB only)" if quick else "") + ".",
+        machine(load=True) + ("; quick run (count.wav and 5 dB only)" if quick else "") + ".",
         f" `auto` = `{AUTO_BACKEND}`.",
         "",
         "Frame F1 (precision / recall), 10 ms frames; rows pool their cases' frame counts:",
@@ -686,7 +670,7 @@ def main() -> int:
 
     snrs = (20, 5) if args.quick else SNRS
     cases = [count_case(), *mixture_cases(snrs)]
-    print(machine())
+    print(machine(load=True))
     print("voice activity, frame F1:", flush=True)
     table = evaluate_vad(cases, {**OURS, **ANCHORS})
     rows = ["count.wav", "clean", *[f"{snr} dB" for snr in snrs]]
