@@ -1,4 +1,4 @@
-"""Command line: ``audioproc serve | worker | process | stats | openapi``."""
+"""Command line: ``audioproc serve | worker | process | stats | sweep | openapi``."""
 
 from __future__ import annotations
 
@@ -15,7 +15,33 @@ if TYPE_CHECKING:
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
 
+    from app.security.audit import LOG_FORMAT
+
+    # The service's own loggers (`audioproc.*`) next to uvicorn's, each line with its request id.
+    log_config = {
+        **LOGGING_CONFIG,
+        "filters": {"request_id": {"()": "app.security.audit.RequestIdFilter"}},
+        "formatters": {
+            **LOGGING_CONFIG["formatters"],
+            "audioproc": {"format": LOG_FORMAT},
+        },
+        "handlers": {
+            **LOGGING_CONFIG["handlers"],
+            "audioproc": {
+                "class": "logging.StreamHandler",
+                "formatter": "audioproc",
+                "filters": ["request_id"],
+                "stream": "ext://sys.stderr",
+            },
+        },
+        "loggers": {
+            **LOGGING_CONFIG["loggers"],
+            "audioproc": {"handlers": ["audioproc"], "level": args.log_level.upper(),
+                          "propagate": False},
+        },
+    }  # fmt: skip
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -23,6 +49,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         log_level=args.log_level,
+        log_config=log_config,
     )
     return 0
 
@@ -169,6 +196,47 @@ def _worker(args: argparse.Namespace) -> int:
     return main(get_settings(), log_level=args.log_level)
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    """One retention sweep of the configured storage and staged uploads; prints a summary."""
+    import asyncio
+
+    from app.config import get_settings
+    from app.errors import AudioprocError
+    from app.main import build_s3, build_storage
+    from app.services.jobs import build_uploads
+    from app.services.retention import SweepReport, sweep
+    from app.services.storage import StorageError
+
+    settings = get_settings()
+    retention_s = settings.retention_s
+    if retention_s is None:
+        print("audioproc: RETENTION_S is not set: nothing expires", file=sys.stderr)
+        return 2
+
+    async def run() -> SweepReport:
+        s3 = build_s3(settings)
+        try:
+            return await sweep(
+                build_storage(settings, s3),
+                build_uploads(settings, s3),
+                retention_s=retention_s,
+                dry_run=args.dry_run,
+            )
+        finally:
+            if s3 is not None:
+                s3.close()
+
+    try:
+        report = asyncio.run(run())
+    except (StorageError, AudioprocError) as exc:
+        print(f"audioproc: sweep failed: {getattr(exc, 'detail', exc)}", file=sys.stderr)
+        return 1
+    for kind, item, age_s, size in report.expired:
+        print(f"{kind} {item} age {age_s:.0f} s, {size} bytes")
+    print(report.summary())
+    return 1 if report.errors else 0
+
+
 def _openapi(args: argparse.Namespace) -> int:
     from app.config import Settings
     from app.main import create_app
@@ -219,6 +287,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("--log-level", default="info")
     worker.set_defaults(run=_worker)
+
+    sweep = commands.add_parser(
+        "sweep",
+        help="delete stored results and staged uploads older than RETENTION_S (once; "
+        "`audioproc worker` also sweeps every SWEEP_INTERVAL_S)",
+    )
+    sweep.add_argument(
+        "--dry-run", action="store_true", help="list what would be deleted, delete nothing"
+    )
+    sweep.set_defaults(run=_sweep)
 
     openapi = commands.add_parser("openapi", help="export the OpenAPI spec")
     openapi.add_argument("-o", "--output", default="openapi/openapi.json", help="path, or -")

@@ -7,8 +7,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.security.keys import ApiKeyEntry
 
 
 class Settings(BaseSettings):
@@ -18,7 +20,8 @@ class Settings(BaseSettings):
     results directory, so that ``audioproc serve`` works on a bare laptop.
     """
 
-    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+    # hide_input_in_errors: a settings error must never echo ENCRYPTION_KEY into a log.
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, hide_input_in_errors=True)
 
     redis_url: str | None = Field(
         default=None,
@@ -84,6 +87,31 @@ class Settings(BaseSettings):
         ge=0,
         description="Backoff before the first S3 retry, s; doubles per retry (with jitter).",
     )
+    s3_sse: Literal["", "AES256", "aws:kms"] = Field(
+        default="",
+        description="S3 server-side encryption requested on every PUT (results, staged uploads): "
+        "`AES256` (S3-managed keys), `aws:kms` (S3_SSE_KMS_KEY_ID, else the account's default "
+        "KMS key) or empty (the bucket's default). Independent of ENCRYPTION_KEY.",
+    )
+    s3_sse_kms_key_id: str | None = Field(
+        default=None, description="KMS key id or ARN for S3_SSE=aws:kms (unset: the default)."
+    )
+    # -- encryption at rest (app/services/crypto.py) ----------------------------------------------
+    encryption_key: SecretStr | None = Field(
+        default=None,
+        description="Base64 of 32 random bytes: seals (AES-256-GCM) every stored result object, "
+        "staged job upload and, with CACHE_ENCRYPT, cache entry. Unset: stored in the clear. "
+        "Every API pod and worker needs the same key.",
+    )
+    encryption_keys_old: SecretStr = Field(
+        default=SecretStr(""),
+        description="Comma-separated base64 keys that only open data (never seal): the previous "
+        "ENCRYPTION_KEY during a rotation.",
+    )
+    cache_encrypt: bool = Field(
+        default=True,
+        description="With ENCRYPTION_KEY, seal the cache entries (Redis or in-process) too.",
+    )
     max_upload_mb: float = Field(default=100.0, gt=0, description="Largest accepted upload, MiB.")
     max_duration_s: float = Field(
         default=600.0, gt=0, description="Longest accepted recording, seconds."
@@ -148,6 +176,66 @@ class Settings(BaseSettings):
         default="127.0.0.1",
         description="Address the worker's metrics server binds (0.0.0.0 in a container).",
     )
+    # -- retention (`audioproc sweep`, and periodically `audioproc worker`) -----------------------
+    retention_s: int | None = Field(
+        default=None,
+        ge=1,
+        description="Longest any result, processed audio, staged upload or job record is kept, "
+        "s: cache and job-state TTLs are capped at it and the storage sweep deletes older "
+        "objects. Unset: kept until deleted (cache and job states still expire by their TTLs).",
+    )
+    sweep_interval_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="How often `audioproc worker` (and the API's in-process worker) sweeps "
+        "expired objects from storage when RETENTION_S is set, s; 0: never (run `audioproc "
+        "sweep` from a scheduler instead).",
+    )
+
+    # -- security (app/security) --------------------------------------------------------------
+    api_keys: list[ApiKeyEntry] | None = Field(
+        default=None,
+        description='JSON list of `{"key_sha256", "tenant", "scopes"}` (scopes: process, read, '
+        "delete, admin). Keys are stored only as SHA-256 hashes. Unset: the service runs OPEN "
+        "(no authentication, no tenants), for a laptop; `[]`: every key is refused.",
+    )
+    rate_limit_per_min: float = Field(
+        default=600.0,
+        ge=0,
+        description="Requests per minute each API key may make (a token bucket, in Redis when "
+        "REDIS_URL is set); 0: no limit. Applies only with API_KEYS.",
+    )
+    rate_limit_burst: int = Field(
+        default=60, ge=1, description="Requests a key may make at once before the rate applies."
+    )
+    audit_log: Path | None = Field(
+        default=None,
+        description="File that audit JSON lines are appended to, besides stdout.",
+    )
+    cors_origins: str = Field(
+        default="",
+        description="Comma-separated origins browsers may call the API from (e.g. "
+        "https://app.example.com). Empty: no cross-origin access.",
+    )
+    metrics_token: str | None = Field(
+        default=None,
+        min_length=16,
+        description="Bearer token GET /metrics requires. Unset: /metrics is open (keep it off "
+        "the public network).",
+    )
+    max_form_parts: int = Field(
+        default=72,
+        ge=2,
+        description="Most parts a multipart request may have (files and fields); counted while "
+        "the body streams in.",
+    )
+    pipeline_max_waiting: int = Field(
+        default=16,
+        ge=0,
+        description="Requests that may wait for a pipeline slot (PIPELINE_CONCURRENCY) in one "
+        "process; beyond it POST /process answers 503 with Retry-After instead of holding more "
+        "uploads in memory.",
+    )
 
     @field_validator("s3_allowed_buckets")
     @classmethod
@@ -160,6 +248,21 @@ class Settings(BaseSettings):
             if problem:
                 raise ValueError(f"S3_ALLOWED_BUCKETS: {name!r} is not a bucket name ({problem})")
         return ",".join(names)
+
+    @model_validator(mode="after")
+    def _encryption_keys(self) -> Settings:
+        from app.services.crypto import decode_key
+
+        if self.encryption_key is not None:
+            decode_key(self.encryption_key.get_secret_value(), name="ENCRYPTION_KEY")
+        elif self.encryption_keys_old.get_secret_value().strip():
+            raise ValueError("ENCRYPTION_KEYS_OLD needs ENCRYPTION_KEY (the key that seals)")
+        for key in self.encryption_keys_old.get_secret_value().split(","):
+            if key.strip():
+                decode_key(key, name="ENCRYPTION_KEYS_OLD")
+        if self.s3_sse_kms_key_id and self.s3_sse != "aws:kms":
+            raise ValueError("S3_SSE_KMS_KEY_ID needs S3_SSE=aws:kms")
+        return self
 
     @model_validator(mode="after")
     def _storage_bucket(self) -> Settings:
@@ -179,8 +282,24 @@ class Settings(BaseSettings):
         return frozenset(filter(None, self.s3_allowed_buckets.split(",")))
 
     @property
+    def cors_origin_list(self) -> list[str]:
+        """CORS_ORIGINS as a list."""
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
+
+    @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def effective_cache_ttl_s(self) -> int:
+        """Lifetime of a cached result, s: CACHE_TTL_S, capped at RETENTION_S."""
+        return min(self.cache_ttl_s, self.retention_s or self.cache_ttl_s)
+
+    @property
+    def effective_job_ttl_s(self) -> int:
+        """Lifetime of a job's state after its last change, s: JOB_TTL_S, capped at
+        RETENTION_S."""
+        return min(self.job_ttl_s, self.retention_s or self.job_ttl_s)
 
 
 @lru_cache

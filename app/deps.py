@@ -7,6 +7,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from app.config import Settings
+from app.security.gate import Authorize
+from app.security.keys import Principal
 from app.services.jobs import JobService
 from app.services.results import ResultService
 from app.services.s3 import ObjectSource
@@ -36,3 +38,8 @@ SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 ResultsDep = Annotated[ResultService, Depends(get_results)]
 ObjectsDep = Annotated[ObjectSource, Depends(get_objects)]
 JobsDep = Annotated[JobService, Depends(get_jobs)]
+
+#: The caller of a route, with the scope the route needs (enforced by app.security.gate).
+ProcessCaller = Annotated[Principal, Depends(Authorize("process"))]
+ReadCaller = Annotated[Principal, Depends(Authorize("read"))]
+DeleteCaller = Annotated[Principal, Depends(Authorize("delete"))]

@@ -20,10 +20,12 @@ class AudioprocError(Exception):
     code: str = "bad_request"
     title: str = "Bad request"
 
-    def __init__(self, detail: str, **extra: Any) -> None:
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None, **extra: Any) -> None:
         super().__init__(detail)
         self.detail = detail
         self.extra = extra
+        #: HTTP headers the response carries (``WWW-Authenticate``, ``Retry-After``).
+        self.headers = headers or {}
 
     def problem(self, instance: str | None = None) -> dict[str, Any]:
         """The problem+json body (type, title, status, detail, code, plus any extra members)."""
@@ -97,6 +99,22 @@ class NotFound(AudioprocError):
     status, code, title = 404, "not_found", "Not found"
 
 
+class Unauthenticated(AudioprocError):
+    status, code, title = 401, "unauthenticated", "An API key is needed"
+
+
+class Forbidden(AudioprocError):
+    status, code, title = 403, "forbidden", "The API key lacks the scope this needs"
+
+
+class RateLimited(AudioprocError):
+    status, code, title = 429, "rate_limited", "Too many requests"
+
+
+class TooManyParts(AudioprocError):
+    status, code, title = 413, "too_many_parts", "Too many parts in the form"
+
+
 class DependencyUnavailable(AudioprocError):
     status, code, title = 503, "dependency_unavailable", "A backing service is unavailable"
 
@@ -141,7 +159,21 @@ class JobStoreUnavailable(DependencyUnavailable):
     status, code, title = 503, "job_store_unavailable", "The job state store is unavailable"
 
 
+class StoredDataCorrupt(AudioprocError):
+    """A stored object (result, cache entry, job input) does not open under ENCRYPTION_KEY: it
+    was altered, truncated, moved from another id, sealed with a key not configured, or never
+    sealed. ``detail`` names the object (its place, never a filesystem path) and the reason."""
+
+    status, code, title = 500, "stored_data_corrupt", "Stored data cannot be opened"
+
+
 class JobInputGone(AudioprocError):
     """A queued job's staged upload disappeared before a worker could read it."""
 
     status, code, title = 410, "job_input_gone", "The job's input is gone"
+
+
+class Overloaded(AudioprocError):
+    """More pipeline runs are waiting than PIPELINE_MAX_WAITING allows."""
+
+    status, code, title = 503, "overloaded", "The service is busy"

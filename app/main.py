@@ -13,17 +13,30 @@ import anyio
 import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.routing import APIRoute
 from prometheus_fastapi_instrumentator import Instrumentator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app import __version__, metrics
+from app import __version__
 from app.config import Settings, get_settings
-from app.errors import AudioprocError, InvalidRequest, UploadTooLarge, problem_body
+from app.errors import (
+    AudioprocError,
+    InvalidRequest,
+    TooManyParts,
+    UploadTooLarge,
+    problem_body,
+)
 from app.pipeline.decode import DecodeLimits
 from app.pipeline.runner import Pipeline, choose_device
 from app.routers import features, health, jobs, process
-from app.routers.responses import ProblemResponse
+from app.routers.responses import PROBLEM_MEDIA_TYPE, ProblemResponse, problem_response
+from app.security.audit import AuditLog
+from app.security.gate import SecurityGate, declared_scope, flat_routes
+from app.security.keys import KeyRing
+from app.security.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from app.services.cache import MemoryCache, RedisCache, ResultCache
+from app.services.crypto import SealedCache, SealedStorage, Sealer
 from app.services.results import ResultService
 from app.services.s3 import S3Client, S3ObjectSource
 from app.services.storage import LocalStorage, ResultStorage, S3Storage
@@ -47,11 +60,17 @@ Errors are RFC 9457 `application/problem+json` bodies with a stable `code`.
 
 
 def build_cache(settings: Settings) -> ResultCache:
+    cache: ResultCache
     if settings.redis_url:
-        return RedisCache(
-            settings.redis_url, ttl_s=settings.cache_ttl_s, prefix=settings.cache_prefix
+        cache = RedisCache(
+            settings.redis_url, ttl_s=settings.effective_cache_ttl_s, prefix=settings.cache_prefix
         )
-    return MemoryCache(int(settings.cache_max_mb * 1024 * 1024), settings.cache_ttl_s)
+    else:
+        cache = MemoryCache(
+            int(settings.cache_max_mb * 1024 * 1024), settings.effective_cache_ttl_s
+        )
+    sealer = Sealer.from_settings(settings)
+    return SealedCache(cache, sealer) if sealer and settings.cache_encrypt else cache
 
 
 def build_s3(settings: Settings) -> S3Client | None:
@@ -62,14 +81,33 @@ def build_s3(settings: Settings) -> S3Client | None:
 
 
 def build_storage(settings: Settings, s3: S3Client | None = None) -> ResultStorage:
+    storage: ResultStorage
     if settings.storage == "s3":
         assert settings.s3_bucket is not None  # Settings validates it
-        return S3Storage(
+        storage = S3Storage(
             s3 or S3Client.from_settings(settings),
             bucket=settings.s3_bucket,
             prefix=settings.s3_prefix,
         )
-    return LocalStorage(settings.storage_dir)
+    else:
+        storage = LocalStorage(settings.storage_dir)
+    sealer = Sealer.from_settings(settings)
+    return SealedStorage(storage, sealer) if sealer else storage
+
+
+def build_rate_limiter(settings: Settings) -> RateLimiter | None:
+    """The per-key rate limiter: none without API_KEYS or with RATE_LIMIT_PER_MIN=0; in Redis
+    when REDIS_URL is set (shared by every API pod), else in this process."""
+    if settings.api_keys is None or settings.rate_limit_per_min == 0:
+        return None
+    if settings.redis_url:
+        return RedisRateLimiter(
+            settings.redis_url,
+            per_min=settings.rate_limit_per_min,
+            burst=settings.rate_limit_burst,
+            prefix=settings.cache_prefix,
+        )
+    return MemoryRateLimiter(settings.rate_limit_per_min, settings.rate_limit_burst)
 
 
 def build_objects(settings: Settings, s3: S3Client | None) -> S3ObjectSource:
@@ -81,7 +119,11 @@ def build_objects(settings: Settings, s3: S3Client | None) -> S3ObjectSource:
     )
 
 
-def build_results(settings: Settings, s3: S3Client | None = None) -> ResultService:
+def build_results(
+    settings: Settings, s3: S3Client | None = None, *, api: bool = True
+) -> ResultService:
+    """The result service; ``api``: for the API (PIPELINE_MAX_WAITING bounds the runs waiting
+    for a slot), else for a job worker (prefetch bounds them)."""
     torch.set_num_threads(settings.torch_threads)
     device = choose_device(settings.audio_device)
     if settings.audio_device == "cuda" and device.type != "cuda":
@@ -94,14 +136,8 @@ def build_results(settings: Settings, s3: S3Client | None = None) -> ResultServi
         cache=build_cache(settings),
         storage=build_storage(settings, s3),
         concurrency=settings.pipeline_concurrency,
+        max_waiting=settings.pipeline_max_waiting if api else None,
     )
-
-
-def _problem_response(
-    body: dict[str, Any], headers: dict[str, str] | None = None
-) -> ProblemResponse:
-    metrics.REJECTED_INPUTS.labels(body["code"]).inc()
-    return ProblemResponse(body, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -109,7 +145,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(AudioprocError)
     async def _domain(request: Request, exc: AudioprocError) -> ProblemResponse:
-        return _problem_response(exc.problem(instance=request.url.path))
+        return problem_response(exc.problem(instance=request.url.path), exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> ProblemResponse:
@@ -118,7 +154,7 @@ def install_error_handlers(app: FastAPI) -> None:
             for e in exc.errors()
         ]
         summary = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors)
-        return _problem_response(
+        return problem_response(
             problem_body(
                 status=422,
                 code="invalid_request",
@@ -132,9 +168,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> ProblemResponse:
         if isinstance(exc.__cause__, AudioprocError):  # raised while the body was parsed
-            return _problem_response(exc.__cause__.problem(instance=request.url.path))
+            cause = exc.__cause__
+            return problem_response(cause.problem(instance=request.url.path), cause.headers)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return _problem_response(
+        return problem_response(
             problem_body(
                 status=exc.status_code,
                 code=code,
@@ -148,7 +185,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> ProblemResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return _problem_response(
+        return problem_response(
             problem_body(
                 status=500,
                 code="internal_error",
@@ -160,14 +197,65 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
 
-class BodyLimitMiddleware:
-    """Refuses request bodies over a byte limit while they stream in (413 problem+json), so an
-    oversized upload is never read whole."""
+def multipart_delimiter(content_type: bytes) -> bytes | None:
+    """``--<boundary>`` of a ``multipart/form-data`` content type, or ``None``."""
+    kind, _, parameters = content_type.partition(b";")
+    if kind.strip().lower() != b"multipart/form-data":
+        return None
+    for parameter in parameters.split(b";"):
+        name, _, value = parameter.strip().partition(b"=")
+        if name.lower() == b"boundary" and value.strip(b'"'):
+            return b"--" + value.strip(b'"')
+    return None
 
-    def __init__(self, app: Any, max_upload_mb: float) -> None:
+
+def document_api(app: FastAPI) -> None:
+    """Make the OpenAPI document say what the service does: every 4xx/5xx response is
+    ``application/problem+json`` with the ``Problem`` schema (FastAPI documents its own
+    validation errors as ``application/json`` ``HTTPValidationError``; the handlers here answer
+    them as problems), and each protected operation names the scope it needs."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = generate()
+        problem = {"schema": {"$ref": "#/components/schemas/Problem"}}
+        scopes = {
+            (method.lower(), route.path): declared_scope(route)
+            for route in (context.original_route for context in flat_routes(app.routes))
+            if isinstance(route, APIRoute)
+            for method in route.methods or ()
+        }
+        for path, path_item in schema["paths"].items():
+            for method, operation in path_item.items():
+                scope = scopes.get((method, path))
+                if scope is not None:
+                    operation["description"] = (
+                        operation.get("description", "")
+                        + f"\n\n**Needs scope `{scope}`** (or `admin`) when the service has "
+                        "API keys."
+                    )
+                for status, response in operation.get("responses", {}).items():
+                    if status[0] in "45":
+                        response["content"] = {PROBLEM_MEDIA_TYPE: problem}
+        for unused in ("HTTPValidationError", "ValidationError"):
+            schema["components"]["schemas"].pop(unused, None)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+class BodyLimitMiddleware:
+    """Refuses request bodies over a byte limit, and multipart forms with more than
+    ``max_form_parts`` parts, while they stream in (413 problem+json), so an oversized upload is
+    never read whole and a form of a million tiny parts is never parsed."""
+
+    def __init__(self, app: Any, max_upload_mb: float, max_form_parts: int) -> None:
         self.app = app
         self.max_upload_mb = max_upload_mb
         self.max_bytes = int(max_upload_mb * 1024 * 1024) + MULTIPART_OVERHEAD
+        self.max_form_parts = max_form_parts
 
     async def __call__(
         self,
@@ -182,20 +270,35 @@ class BodyLimitMiddleware:
             f"The request body exceeds MAX_UPLOAD_MB ({self.max_upload_mb:g} MiB of audio plus "
             "1 MiB of form overhead). Send a smaller file, or split the recording."
         )
-        length = dict(scope["headers"]).get(b"content-length", b"")
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length", b"")
         if length.isdigit() and int(length) > self.max_bytes:
-            response = _problem_response(error.problem(instance=scope.get("path")))
+            response = problem_response(error.problem(instance=scope.get("path")))
             await response(scope, receive, send)
             return
+        delimiter = multipart_delimiter(headers.get(b"content-type", b""))
         received = 0
+        delimiters = 0  # one per part, plus the closing one
+        tail = b""
 
         async def limited_receive() -> MutableMapping[str, Any]:
-            nonlocal received
+            nonlocal received, delimiters, tail
             message = await receive()
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
+                body = message.get("body", b"")
+                received += len(body)
                 if received > self.max_bytes:
                     raise error
+                if delimiter is not None:
+                    window = tail + body
+                    delimiters += window.count(delimiter)
+                    tail = window[-(len(delimiter) - 1) :]
+                    if delimiters > self.max_form_parts + 1:
+                        raise TooManyParts(
+                            f"The form has more than {self.max_form_parts} parts "
+                            "(MAX_FORM_PARTS). Send one `file` (or up to 64 `files`) and the "
+                            "`options` field."
+                        )
             return message
 
         await self.app(scope, limited_receive, send)
@@ -250,7 +353,7 @@ class JsonInputMiddleware:
                 f'The JSON body is not {{"uri": "s3://bucket/key", "options": {{…}}}}: '
                 f"{exc}. Upload a file with multipart/form-data instead."
             )
-            await _problem_response(error.problem(instance=scope.get("path")))(scope, receive, send)
+            await problem_response(error.problem(instance=scope.get("path")))(scope, receive, send)
             return
         body = urlencode({k: v for k, v in fields.items() if v is not None}).encode()
         form_headers = [(k, v) for k, v in scope["headers"]
@@ -273,20 +376,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the application; services are created in the lifespan, once per process."""
     settings = settings or get_settings()
 
+    keyring = KeyRing(settings.api_keys) if settings.api_keys is not None else None
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if keyring is None:
+            log.warning(
+                "API_KEYS is unset: the service is OPEN — anyone who can reach it may process, "
+                "read and delete results, with no tenants and no rate limit. Set API_KEYS before "
+                "exposing it beyond this machine."
+            )
         s3 = build_s3(settings)
         results = build_results(settings, s3)
         app.state.settings = settings
         app.state.results = results
         app.state.objects = build_objects(settings, s3)
+        app.state.rate_limiter = build_rate_limiter(settings)
         if settings.warmup:
             await anyio.to_thread.run_sync(results.pipeline.warmup)
         log.info(
-            "audioproc ready: device=%s cache=%s storage=%s",
+            "audioproc ready: device=%s cache=%s storage=%s auth=%s",
             results.pipeline.device,
             results.cache.backend,
             results.storage,
+            f"{len(keyring)} API key(s)" if keyring is not None else "OPEN",
         )
         try:
             async with job_service(settings, results, s3) as job_queue:
@@ -294,6 +407,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 yield
         finally:
             await results.cache.close()
+            if app.state.rate_limiter is not None:
+                await app.state.rate_limiter.close()
             if s3 is not None:
                 s3.close()
 
@@ -304,8 +419,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    document_api(app)
+    # Outermost last: CORS answers preflights, then the security gate, then the body limits.
     app.add_middleware(JsonInputMiddleware)
-    app.add_middleware(BodyLimitMiddleware, max_upload_mb=settings.max_upload_mb)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_upload_mb=settings.max_upload_mb,
+        max_form_parts=settings.max_form_parts,
+    )
+    app.add_middleware(
+        SecurityGate,
+        keyring=keyring,
+        audit=AuditLog(settings.audit_log),
+        metrics_token=settings.metrics_token,
+    )
+    if settings.cors_origin_list:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "X-API-Key", "X-Request-ID", "Content-Type"],
+            expose_headers=["X-Request-ID", "Retry-After", "Location"],
+            max_age=600,
+        )
     for router in (process.router, jobs.router, features.router, health.router):
         app.include_router(router)
     # Per-route latency buckets from 10 ms to 60 s (the library's default is 0.1, 0.5, 1 s: too

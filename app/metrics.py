@@ -23,10 +23,15 @@ CACHE_LOOKUPS = Counter(
 CACHE_ERRORS = Counter(
     "audioproc_cache_errors_total", "Cache backend failures (the cache was bypassed).", ["op"]
 )
+CACHE_UNREADABLE = Counter(
+    "audioproc_cache_unreadable_total",
+    "Encrypted cache entries that did not open (altered, another key, not sealed): deleted and "
+    "treated as a miss.",
+)
 S3_ERRORS = Counter(
     "audioproc_s3_errors_total",
     "S3 requests that failed for good (after retries; a missing object is not counted), by "
-    "operation: head, get, put, delete, head_bucket.",
+    "operation: head, get, put, delete, list, head_bucket.",
     ["op"],
 )
 S3_RETRIES = Counter(
@@ -39,6 +44,25 @@ STORAGE_ERRORS = Counter(
 )
 REJECTED_INPUTS = Counter(
     "audioproc_rejected_requests_total", "Requests answered with a problem, by code.", ["code"]
+)
+
+# -- security (app/security) -------------------------------------------------------------------
+AUTH_FAILURES = Counter(
+    "audioproc_auth_failures_total",
+    "Requests refused by the security gate, by reason: missing, malformed or unknown key (401), "
+    "scope (403), metrics_token (401 on /metrics).",
+    ["reason"],
+)
+RATE_LIMITED = Counter(
+    "audioproc_rate_limited_total", "Requests refused with 429 by the per-key rate limit."
+)
+RATE_LIMIT_ERRORS = Counter(
+    "audioproc_rate_limit_errors_total",
+    "Requests let through unlimited because the rate limiter's Redis did not answer.",
+)
+OVERLOADED = Counter(
+    "audioproc_overloaded_total",
+    "Requests answered 503 because PIPELINE_MAX_WAITING runs already waited for a slot.",
 )
 
 # -- jobs (API: submissions and queue depth; worker: everything) --------------------------------
@@ -77,4 +101,17 @@ JOB_REDELIVERIES = Counter(
 )
 QUEUE_ERRORS = Counter(
     "audioproc_queue_errors_total", "Job queue or job store failures, by operation.", ["op"]
+)
+
+# -- retention (`audioproc sweep`, the worker's periodic sweep) --------------------------------
+RETENTION_SWEEPS = Counter(
+    "audioproc_retention_sweeps_total",
+    "Retention sweeps by outcome: ok, or failed (listing failed or some deletions did).",
+    ["outcome"],
+)
+RETENTION_DELETED = Counter(
+    "audioproc_retention_deleted_total",
+    "Objects the retention sweep deleted, by kind: result (a stored result), debris (a result "
+    "whose write died before its manifest), upload (a staged job input).",
+    ["kind"],
 )

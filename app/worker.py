@@ -37,6 +37,7 @@ from app.errors import (
 )
 from app.errors import problem_body as _problem_body
 from app.models.options import ProcessingOptions
+from app.security.audit import LOG_FORMAT, REQUEST_ID, AuditLog, RequestIdFilter
 from app.services.jobs import (
     JobService,
     JobStore,
@@ -48,6 +49,7 @@ from app.services.jobs import (
 )
 from app.services.queue import (
     Delivery,
+    JobMessage,
     JobQueue,
     MemoryQueue,
     RabbitQueue,
@@ -55,6 +57,7 @@ from app.services.queue import (
     watch_depth,
 )
 from app.services.results import ResultService
+from app.services.retention import start_sweeper
 from app.services.s3 import S3Client
 
 log = logging.getLogger("audioproc.worker")
@@ -99,15 +102,25 @@ class JobRunner:
         store: JobStore,
         uploads: UploadStore,
         policy: RetryPolicy,
+        audit: AuditLog,
     ) -> None:
         self.results = results
         self.store = store
         self.uploads = uploads
         self.policy = policy
+        self.audit = audit
 
     async def handle(self, delivery: Delivery) -> None:
         message = delivery.message
         began = time.perf_counter()
+        token = REQUEST_ID.set(message.request_id or f"job:{message.job_id}")
+        try:
+            await self._handle(delivery, began)
+        finally:
+            REQUEST_ID.reset(token)
+
+    async def _handle(self, delivery: Delivery, began: float) -> None:
+        message = delivery.message
         try:
             current = await self.store.get(message.job_id)
             if current is not None and current.status == "done":
@@ -125,13 +138,15 @@ class JobRunner:
         metrics.JOBS.labels("running").inc()
         metrics.JOBS_IN_PROGRESS.inc()
         outcome = "retry"
+        result_id: str | None = None
+        sizes = {"in": 0, "out": 0}
         try:
             if state.attempts > self.policy.max_attempts:
                 raise _TooManyStarts(
                     f"The job was started {state.attempts} times without finishing; the "
                     "workers running it stopped (killed, out of memory?)."
                 )
-            result_id = await self._run(delivery)
+            result_id = await self._run(delivery, sizes)
             if delivery.settled:  # given back at the shutdown deadline
                 return
             now = time.time()
@@ -150,7 +165,7 @@ class JobRunner:
             outcome = "done"
             metrics.JOBS.labels("done").inc()
             metrics.JOB_LATENCY_SECONDS.observe(max(now - message.submitted_at, 0.0))
-            await self._discard_upload(message.upload_key)
+            await self._discard_uploads(message)
         except asyncio.CancelledError:
             outcome = "cancelled"
             await self._give_back(delivery)
@@ -163,9 +178,27 @@ class JobRunner:
         finally:
             metrics.JOBS_IN_PROGRESS.dec()
             metrics.JOB_DURATION_SECONDS.labels(outcome).observe(time.perf_counter() - began)
+            self.audit.write(
+                {
+                    "type": "job",
+                    "request_id": message.request_id,
+                    "tenant": message.tenant,
+                    "key_id": message.key_id,
+                    "action": "run_job",
+                    "resource_id": message.job_id,
+                    "result_id": result_id,
+                    "status": outcome,
+                    "attempt": attempt,
+                    "bytes_in": sizes["in"],
+                    "bytes_out": sizes["out"],
+                    "duration_ms": round((time.perf_counter() - began) * 1000.0, 3),
+                    "client": None,
+                }
+            )
 
-    async def _run(self, delivery: Delivery) -> str:
-        """Make (or find) the job's result; returns its id."""
+    async def _run(self, delivery: Delivery, sizes: dict[str, int]) -> str:
+        """Make (or find) the job's result; returns its id. Counts the input bytes read and the
+        result bytes stored into ``sizes["in"]`` and ``sizes["out"]``."""
         message = delivery.message
         if await result_in_storage(self.results, message.result_id):
             return message.result_id  # a re-run: a worker stopped after storing it
@@ -179,7 +212,19 @@ class JobRunner:
             options = ProcessingOptions.model_validate_json(message.options)
         except ValidationError as exc:
             raise InvalidOptions(f"The job's options are not valid here: {exc}") from exc
-        result, _cached, persist = await self.results.process(data, options)
+        reference = None
+        if message.reference_key is not None:
+            reference = await self.uploads.get(message.reference_key)
+            if reference is None:
+                raise JobInputGone(
+                    f"The staged echo reference of job {message.job_id} is gone (storage was "
+                    "cleaned?). Submit the recording again."
+                )
+        sizes["in"] = len(data) + len(reference or b"")
+        result, _cached, persist = await self.results.process(
+            data, options, message.tenant, reference
+        )
+        sizes["out"] = result.audio.nbytes + sum(a.nbytes for a in result.arrays.values())
         if delivery.settled:  # given back at the shutdown deadline: leave it to the next worker
             return result.id
         if persist is not None:
@@ -219,7 +264,7 @@ class JobRunner:
                 metrics.JOBS_DEAD_LETTERED.inc()
             else:
                 await delivery.ack()
-                await self._discard_upload(message.upload_key)
+                await self._discard_uploads(message)
             metrics.JOBS.labels("failed").inc()
             return "failed"
         delay = self.policy.delay_after(attempt)
@@ -254,11 +299,15 @@ class JobRunner:
                 delivery.message.job_id, {"status": "queued", "updated_at": time.time()}
             )
 
-    async def _discard_upload(self, key: str) -> None:
-        try:
-            await self.uploads.delete(key)
-        except Exception as exc:  # the job is done; a leftover upload only costs space
-            log.warning("could not delete staged upload %s: %s", key, exc)
+    async def _discard_uploads(self, message: JobMessage) -> None:
+        """Delete the job's staged input (and echo reference)."""
+        for key in (message.upload_key, message.reference_key):
+            if key is None:
+                continue
+            try:
+                await self.uploads.delete(key)
+            except Exception as exc:  # the job is done; a leftover upload only costs space
+                log.warning("could not delete staged upload %s: %s", key, exc)
 
 
 class Worker:
@@ -371,6 +420,7 @@ def build_worker(
         store=build_job_store(settings),
         uploads=build_uploads(settings, s3),
         policy=retry_policy(settings),
+        audit=AuditLog(settings.audit_log),
     )
     return Worker(
         runner,
@@ -419,7 +469,13 @@ async def job_service(
     background: list[asyncio.Task[Any]] = [asyncio.create_task(watch_depth(queue))]
     stop = asyncio.Event()
     if not settings.amqp_url:
-        runner = JobRunner(results=results, store=store, uploads=uploads, policy=policy)
+        runner = JobRunner(
+            results=results,
+            store=store,
+            uploads=uploads,
+            policy=policy,
+            audit=AuditLog(settings.audit_log),
+        )
         worker = Worker(
             runner,
             queue,
@@ -428,11 +484,16 @@ async def job_service(
             shutdown_timeout_s=settings.worker_shutdown_timeout_s,
         )
         background.append(asyncio.create_task(worker.run(stop)))
+    # The in-process worker sweeps too; with RabbitMQ, `audioproc worker` does.
+    sweeper = None if settings.amqp_url else start_sweeper(settings, results.storage, uploads)
     try:
         yield jobs
     finally:
         stop.set()
         background[0].cancel()
+        if sweeper is not None:
+            sweeper.cancel()
+            background.append(sweeper)
         await asyncio.gather(*background, return_exceptions=True)
         await queue.close()
         await store.close()
@@ -449,7 +510,7 @@ async def serve_worker(settings: Settings) -> int:
         )
         return 2
     s3 = build_s3(settings)
-    results = build_results(settings, s3)
+    results = build_results(settings, s3, api=False)
     if settings.warmup:
         await asyncio.to_thread(results.pipeline.warmup)
     queue = RabbitQueue(
@@ -467,11 +528,14 @@ async def serve_worker(settings: Settings) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     depth = asyncio.create_task(watch_depth(queue))
+    sweeper = start_sweeper(settings, results.storage, worker.runner.uploads)
     abandoned = 0
     try:
         abandoned = await worker.run(stop)
     finally:
         depth.cancel()
+        if sweeper is not None:
+            sweeper.cancel()
         await queue.close()
         await worker.runner.store.close()
         await results.cache.close()
@@ -486,7 +550,7 @@ async def serve_worker(settings: Settings) -> int:
 
 
 def main(settings: Settings, log_level: str = "info") -> int:
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RequestIdFilter())
     return asyncio.run(serve_worker(settings))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 from app.models.options import ProcessingOptions
@@ -148,6 +150,10 @@ class ProcessResponse(BaseModel):
         examples=["3f9a0c7e5b1d4e2f8a6b9c0d1e2f3a4b"],
     )
     content_sha256: str = Field(description="SHA-256 of the uploaded bytes.")
+    reference_sha256: str | None = Field(
+        default=None,
+        description="SHA-256 of the uploaded echo `reference`, when one was sent.",
+    )
     cached: bool = Field(description="Served from the cache without running the pipeline.")
     pipeline_version: str
     input: InputReport
@@ -188,6 +194,15 @@ class ReadyResponse(BaseModel):
         default_factory=list, description="Dependencies that do not answer.", examples=[[]]
     )
     device: str = Field(examples=["cpu"])
+    auth: Literal["api_keys", "open"] = Field(
+        description="`api_keys`: callers need a key (API_KEYS); `open`: anyone may call.",
+        examples=["api_keys"],
+    )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="Configuration an operator should fix (e.g. running open).",
+        examples=[[]],
+    )
 
 
 class Problem(BaseModel):

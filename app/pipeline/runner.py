@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from app.errors import AudioprocError
+from app.errors import AudioprocError, InvalidOptions
 from app.models.options import FeatureOptions, ProcessingOptions
 from app.pipeline import clean as C
 from app.pipeline import diarize as DZ
@@ -199,24 +199,31 @@ class Pipeline:
         self._sync()
         timings.append((time.perf_counter() - start) * 1000.0)
 
-    def run(self, data: bytes, options: ProcessingOptions) -> PipelineResult:
+    def run(
+        self, data: bytes, options: ProcessingOptions, reference: bytes | None = None
+    ) -> PipelineResult:
         """Decode, normalize and describe one recording.
 
         Args:
             data: the uploaded file's bytes.
             options: what to do.
+            reference: a second file holding the far-end (loudspeaker) signal whose echo
+                ``denoise.echo`` cancels (see :meth:`run_batch`).
 
         Raises:
             AudioprocError: subclasses for bad input (see :func:`~app.pipeline.decode.decode`)
                 and options that do not fit the input.
         """
-        outcome = self.run_batch([data], options)[0]
+        outcome = self.run_batch([data], options, reference)[0]
         if isinstance(outcome, AudioprocError):
             raise outcome
         return outcome
 
     def run_batch(
-        self, items: Sequence[bytes], options: ProcessingOptions
+        self,
+        items: Sequence[bytes],
+        options: ProcessingOptions,
+        reference: bytes | None = None,
     ) -> list[PipelineResult | AudioprocError]:
         """Process several recordings, batching the spectral and feature stages.
 
@@ -226,14 +233,23 @@ class Pipeline:
         Results equal :meth:`run` on each input alone (within float tolerance). Batch-stage step
         times are shared equally among the inputs.
 
+        ``reference``, when given, is a file of the far-end signal (any format the inputs may
+        have): decoded, DC-removed, mixed to mono, brought to the output rate and cut or
+        zero-padded to each input's length, it is what echo cancellation subtracts the echo of
+        (``denoise.echo`` must be on, without ``echo_reference_channel``).
+
         Returns:
             Per input, its result, or the :class:`AudioprocError` that rejected it.
         """
         outcomes: list[PipelineResult | AudioprocError | None] = [None] * len(items)
         prepared: dict[int, _Prepared] = {}
+        try:
+            far_end = self._far_end(reference, options) if reference is not None else None
+        except AudioprocError as error:
+            return [error for _ in items]
         for index, data in enumerate(items):
             try:
-                prepared[index] = self._prepare(data, options)
+                prepared[index] = self._prepare(data, options, far_end)
             except AudioprocError as error:
                 outcomes[index] = error
         groups: dict[int, list[int]] = {}
@@ -247,7 +263,30 @@ class Pipeline:
                     outcomes[index] = result
         return [outcome for outcome in outcomes if outcome is not None]
 
-    def _prepare(self, data: bytes, options: ProcessingOptions) -> _Prepared:
+    def _far_end(self, data: bytes, options: ProcessingOptions) -> torch.Tensor:
+        """The uploaded far-end reference as ``(time,)`` at the output rate.
+
+        Raises:
+            InvalidOptions: echo cancellation is off, or a reference channel is named too.
+            AudioprocError: the reference file is not decodable audio (its detail says so).
+        """
+        choice = options.denoise
+        if not choice.echo or choice.echo_reference_channel is not None:
+            raise InvalidOptions(
+                "A `reference` file was sent, so set denoise.echo to true and leave "
+                "denoise.echo_reference_channel unset (the far end comes from one place), or "
+                "send no reference."
+            )
+        try:
+            decoded, info = decode(data, self.limits)
+        except AudioprocError as error:
+            raise type(error)(f"The `reference` file: {error.detail}", **error.extra) from error
+        samples, _ = N.remove_dc(decoded.samples.to(self.device, non_blocking=True))
+        return N.resample(samples.mean(0), info.sample_rate, options.target_sample_rate)
+
+    def _prepare(
+        self, data: bytes, options: ProcessingOptions, far_end: torch.Tensor | None = None
+    ) -> _Prepared:
         decode_ms: list[float] = []
         normalize_ms: list[float] = []
         with self._timed(decode_ms):
@@ -267,6 +306,9 @@ class Pipeline:
             samples = N.resample(samples, info.sample_rate, rate)
             if reference is not None:
                 reference = N.resample(reference, info.sample_rate, rate)
+            elif far_end is not None:  # the uploaded reference, aligned to this input's length
+                length = samples.shape[-1]
+                reference = F.pad(far_end[:length], (0, max(0, length - far_end.shape[-1])))
         steps = [("decode", decode_ms[0]), ("normalize", normalize_ms[0])]
         cleaning = None
         choice = options.denoise

@@ -6,9 +6,9 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Response
 
-from app.deps import ResultsDep
+from app.deps import DeleteCaller, JobsDep, ReadCaller, ResultsDep
 from app.models.result import ProcessResponse
-from app.routers.responses import NPZ_MEDIA_TYPE, JSONBytes, problems
+from app.routers.responses import AUTH_STATUSES, NPZ_MEDIA_TYPE, JSONBytes, problems
 
 router = APIRouter(tags=["features"])
 
@@ -34,10 +34,11 @@ def _names(names: str | None) -> list[str] | None:
     summary="Get a stored result",
     response_model=ProcessResponse,
     response_class=JSONBytes,
-    responses={200: {"content": {NPZ_MEDIA_TYPE: {}}}, **problems(400, 404, 503)},
+    responses={200: {"content": {NPZ_MEDIA_TYPE: {}}}, **problems(400, 404, 503, *AUTH_STATUSES)},
 )
 async def get_features(
     id: ResultId,
+    caller: ReadCaller,
     results: ResultsDep,
     format: Annotated[Literal["json", "npz"], Query(description="`json` or `npz`.")] = "json",
     names: Annotated[
@@ -50,7 +51,7 @@ async def get_features(
     ] = None,
 ) -> Response:
     """The result of an earlier POST /process, from the cache or else from storage."""
-    result = await results.get(id)
+    result = await results.get(id, caller.tenant)
     selected = _names(names)
     if format == "npz":
         return Response(result.to_npz(cached=True, names=selected), media_type=NPZ_MEDIA_TYPE)
@@ -64,11 +65,12 @@ async def get_features(
     response_class=Response,
     responses={
         200: {"content": {"audio/wav": {}}, "description": "WAV file."},
-        **problems(404, 503),
+        **problems(404, 503, *AUTH_STATUSES),
     },
 )
 async def get_audio(
     id: ResultId,
+    caller: ReadCaller,
     results: ResultsDep,
     encoding: Annotated[
         Literal["pcm16", "float32"],
@@ -76,7 +78,7 @@ async def get_audio(
     ] = "pcm16",
 ) -> Response:
     """The processed audio (after resampling, channel handling and loudness) as WAV."""
-    result = await results.get(id)
+    result = await results.get(id, caller.tenant)
     return Response(
         result.to_wav(encoding),
         media_type="audio/wav",
@@ -90,9 +92,14 @@ async def get_audio(
     summary="Erase a stored result",
     status_code=204,
     response_class=Response,
-    responses=problems(404, 503),
+    responses=problems(404, 503, *AUTH_STATUSES),
 )
-async def delete_features(id: ResultId, results: ResultsDep) -> Response:
-    """Erase the result from the cache and from storage; afterwards every read is 404."""
-    await results.delete(id)
+async def delete_features(
+    id: ResultId, caller: DeleteCaller, results: ResultsDep, jobs: JobsDep
+) -> Response:
+    """Erase the result everywhere it is kept — the cache, storage (local or S3), and the job
+    that made it (its state and staged upload); afterwards every read is 404. The erasure is in
+    the audit log."""
+    await results.delete(id, caller.tenant)
+    await jobs.erase_result(id)
     return Response(status_code=204)

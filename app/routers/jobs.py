@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Path, UploadFile
+from fastapi import APIRouter, File, Form, Path, Request, UploadFile
 from fastapi.responses import JSONResponse
 
-from app.deps import JobsDep, ObjectsDep, SettingsDep
+from app.deps import JobsDep, ObjectsDep, ProcessCaller, ReadCaller, SettingsDep
 from app.errors import InvalidRequest
 from app.models.jobs import JOB_ID_EXAMPLE, JobAccepted, JobStatusResponse
 from app.routers.process import OPTIONS_EXAMPLE, parse_options, read_upload
-from app.routers.responses import JSON_INPUT_BODY, problems
+from app.routers.responses import AUTH_STATUSES, JSON_INPUT_BODY, problems
 from app.services.jobs import JobState
 
 router = APIRouter(tags=["jobs"])
@@ -30,9 +30,11 @@ def _accepted(state: JobState) -> JSONResponse:
     summary="Submit a recording for asynchronous processing",
     status_code=202,
     response_model=JobAccepted,
-    responses=problems(400, 403, 404, 413, 422, 502, 503),
+    responses=problems(400, 403, 404, 413, 422, 502, 503, *AUTH_STATUSES),
 )
 async def submit_job(
+    caller: ProcessCaller,
+    request: Request,
     jobs: JobsDep,
     settings: SettingsDep,
     objects: ObjectsDep,
@@ -55,6 +57,13 @@ async def submit_job(
             examples=[OPTIONS_EXAMPLE],
         ),
     ] = None,
+    reference: Annotated[
+        UploadFile | None,
+        File(
+            description="Optional far-end echo reference, as for POST /process (needs "
+            "`denoise.echo: true`)."
+        ),
+    ] = None,
 ) -> JSONResponse:
     """Queue a recording; answers at once with the job's id and where to poll it
     (`Location` and `status_url`).
@@ -75,7 +84,17 @@ async def submit_job(
     else:
         assert uri is not None
         data = await objects.fetch_object(uri)
-    return _accepted(await jobs.submit(data, parsed))
+    far_end = None if reference is None else await read_upload(reference, settings.max_upload_bytes)
+    state = await jobs.submit(
+        data,
+        parsed,
+        reference=far_end,
+        tenant=caller.tenant,
+        key_id=caller.key_id,
+        request_id=request.state.request_id,
+    )
+    request.state.resource_id = state.job_id  # for the audit line
+    return _accepted(state)
 
 
 @router.get(
@@ -83,9 +102,10 @@ async def submit_job(
     operation_id="get_job",
     summary="Get a job's status",
     response_model=JobStatusResponse,
-    responses=problems(404, 503),
+    responses=problems(404, 503, *AUTH_STATUSES),
 )
 async def get_job(
+    caller: ReadCaller,
     jobs: JobsDep,
     settings: SettingsDep,
     job_id: Annotated[
@@ -95,6 +115,6 @@ async def get_job(
 ) -> JSONResponse:
     """`queued`, `running`, `done` (with `result_id` and `result_url`, GET /features/{id}) or
     `failed` (with the problem in `error`), plus attempts and timestamps."""
-    state = await jobs.get(job_id)
+    state = await jobs.get(job_id, caller.tenant)
     body = JobStatusResponse.of(state, max_attempts=settings.job_max_attempts)
     return JSONResponse(body.model_dump(mode="json"))

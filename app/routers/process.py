@@ -5,14 +5,20 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import orjson
-from fastapi import APIRouter, BackgroundTasks, File, Form, Query, Response, UploadFile
+from fastapi import APIRouter, BackgroundTasks, File, Form, Query, Request, Response, UploadFile
 from pydantic import ValidationError
 
-from app.deps import ObjectsDep, ResultsDep, SettingsDep
+from app.deps import ObjectsDep, ProcessCaller, ResultsDep, SettingsDep
 from app.errors import AudioprocError, EmptyInput, InvalidOptions, InvalidRequest, UploadTooLarge
 from app.models.options import ProcessingOptions
 from app.models.result import BatchResponse, ProcessResponse
-from app.routers.responses import JSON_INPUT_BODY, NPZ_MEDIA_TYPE, JSONBytes, problems
+from app.routers.responses import (
+    AUTH_STATUSES,
+    JSON_INPUT_BODY,
+    NPZ_MEDIA_TYPE,
+    JSONBytes,
+    problems,
+)
 
 router = APIRouter(tags=["process"])
 
@@ -77,10 +83,12 @@ def parse_options(text: str | None) -> ProcessingOptions:
             "content": {NPZ_MEDIA_TYPE: {}},
             "description": "The result as JSON, or as NPZ with `format=npz`.",
         },
-        **problems(400, 403, 404, 413, 415, 422, 502, 503),
+        **problems(400, 403, 404, 413, 415, 422, 502, 503, *AUTH_STATUSES),
     },
 )
 async def process(
+    caller: ProcessCaller,
+    request: Request,
     results: ResultsDep,
     settings: SettingsDep,
     objects: ObjectsDep,
@@ -110,6 +118,15 @@ async def process(
             examples=[OPTIONS_EXAMPLE],
         ),
     ] = None,
+    reference: Annotated[
+        UploadFile | None,
+        File(
+            description="Optional far-end (loudspeaker) signal whose echo the recording "
+            "contains, in any supported format, time-aligned with it: cancelled with an "
+            "adaptive filter plus residual suppression. Needs `denoise.echo: true` (and no "
+            "`denoise.echo_reference_channel`). Part of the result id."
+        ),
+    ] = None,
     format: Annotated[
         Literal["json", "npz"],
         Query(
@@ -134,7 +151,9 @@ async def process(
     else:
         assert uri is not None
         data = await objects.fetch_object(uri)
-    result, cached, persist = await results.process(data, parsed)
+    far_end = None if reference is None else await read_upload(reference, settings.max_upload_bytes)
+    result, cached, persist = await results.process(data, parsed, caller.tenant, far_end)
+    request.state.resource_id = result.id  # for the audit line
     if persist is not None:
         background.add_task(persist)
     if format == "npz":
@@ -153,9 +172,10 @@ async def process(
     summary="Process several recordings in one request",
     response_model=BatchResponse,
     response_class=JSONBytes,
-    responses=problems(400, 413, 422, 503),
+    responses=problems(400, 413, 422, 503, *AUTH_STATUSES),
 )
 async def process_batch(
+    caller: ProcessCaller,
     results: ResultsDep,
     settings: SettingsDep,
     background: BackgroundTasks,
@@ -188,7 +208,9 @@ async def process_batch(
         except AudioprocError as error:
             items.append(error)
     valid = [item for item in items if isinstance(item, bytes)]
-    outcomes, persist = await results.process_batch(valid, parsed) if valid else ([], None)
+    outcomes, persist = (
+        await results.process_batch(valid, parsed, caller.tenant) if valid else ([], None)
+    )
     if persist is not None:
         background.add_task(persist)
     remaining = iter(outcomes)

@@ -6,11 +6,17 @@ from typing import Any
 
 import orjson
 from fastapi import Response
+from fastapi.responses import JSONResponse
 
+from app import metrics
 from app.models.result import Problem
 
 NPZ_MEDIA_TYPE = "application/x-npz"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+
+#: Problems every protected route may answer: no or unknown key, missing scope, rate limit.
+AUTH_STATUSES = (401, 403, 429)
 
 
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -40,10 +46,13 @@ JSON_INPUT_BODY: dict[str, Any] = {
 }  # fmt: skip
 
 
-class JSONBytes(Response):
-    """A JSON body serialized before the response is built (orjson, numpy-aware)."""
+class JSONBytes(JSONResponse):
+    """A JSON body serialized before the response is built (orjson, numpy-aware). A
+    :class:`JSONResponse`, so that OpenAPI documents the route's response model."""
 
-    media_type = "application/json"
+    def render(self, content: Any) -> bytes:
+        assert isinstance(content, bytes), "JSONBytes takes serialized JSON"
+        return content
 
 
 class ProblemResponse(Response):
@@ -53,3 +62,11 @@ class ProblemResponse(Response):
 
     def __init__(self, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
         super().__init__(orjson.dumps(body), status_code=body["status"], headers=headers)
+
+
+def problem_response(
+    body: dict[str, Any], headers: dict[str, str] | None = None
+) -> ProblemResponse:
+    """A problem response, counted in ``audioproc_rejected_requests_total`` by its code."""
+    metrics.REJECTED_INPUTS.labels(body["code"]).inc()
+    return ProblemResponse(body, headers=headers)

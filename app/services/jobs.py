@@ -16,6 +16,7 @@ import hashlib
 import os
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol, cast
@@ -29,15 +30,22 @@ from app import metrics
 from app.config import Settings
 from app.errors import JobStoreUnavailable, NotFound, S3Unavailable, StorageUnavailable
 from app.models.options import ProcessingOptions
+from app.services.crypto import SealedUploads, Sealer
 from app.services.queue import JobMessage, JobQueue, QueueDepth, record_depth
-from app.services.results import ResultService, StoredResult, result_id
+from app.services.results import ResultService, StoredResult, result_id, sha256_hex
 from app.services.s3 import S3Client, S3Error
-from app.services.storage import StorageError
+from app.services.storage import TEMP_PREFIX, StorageError, StoredEntry
 
 JobStatusName = Literal["queued", "running", "done", "failed"]
 
 #: Longest a readiness check waits for the queue, s (probes have short timeouts).
 READY_TIMEOUT_S = 2.0
+
+
+def reference_key_for(job_id: str) -> str:
+    """Key of a job's staged echo reference in the upload store (beside its input, the job
+    id)."""
+    return f"{job_id}ref"
 
 
 def job_id_for(result_id: str) -> str:
@@ -56,6 +64,8 @@ class JobState:
             is pending, cleared when the job is done.
         dead_lettered: the job failed ``JOB_MAX_ATTEMPTS`` times and sits in the dead-letter
             queue; submitting it again starts it afresh.
+        tenant: who submitted it (``None`` when the service runs open); only they can see it.
+        request_id: the ``X-Request-ID`` of the submission, carried into the worker's logs.
     """
 
     job_id: str
@@ -70,6 +80,8 @@ class JobState:
     next_attempt_at: float | None = None
     error: dict[str, Any] | None = None
     dead_lettered: bool = False
+    tenant: str | None = None
+    request_id: str | None = None
 
     @property
     def resubmittable(self) -> bool:
@@ -101,6 +113,8 @@ class JobState:
             next_attempt_at=_float(data.get("next_attempt_at")),
             error=orjson.loads(data["error"]) if data.get("error") else None,
             dead_lettered=data.get("dead_lettered") == "1",
+            tenant=data.get("tenant"),
+            request_id=data.get("request_id"),
         )
 
 
@@ -143,6 +157,9 @@ class JobStore(Protocol):
         state is missing); returns the new state."""
 
     async def update(self, job_id: str, changes: Changes) -> None: ...
+
+    async def delete(self, job_id: str) -> bool:
+        """Forget the job; whether it was there."""
 
     async def ping(self) -> None:
         """Raise :class:`JobStoreUnavailable` when the backend does not answer."""
@@ -199,6 +216,9 @@ class MemoryJobStore:
         if state is not None:
             self._put(replace(state, **changes))
 
+    async def delete(self, job_id: str) -> bool:
+        return self._jobs.pop(job_id, None) is not None
+
     async def ping(self) -> None:
         return None
 
@@ -214,6 +234,8 @@ def _state_from(message: JobMessage) -> JobState:
         updated_at=message.submitted_at,
         result_id=message.result_id,
         content_sha256=message.content_sha256,
+        tenant=message.tenant,
+        request_id=message.request_id,
     )
 
 
@@ -287,8 +309,10 @@ class RedisJobStore:
         defaults = _state_from(message).to_fields()
         try:
             async with self._client.pipeline(transaction=True) as pipe:
-                for name in ("job_id", "created_at", "result_id", "content_sha256"):
-                    pipe.hsetnx(key, name, defaults[name])
+                for name in ("job_id", "created_at", "result_id", "content_sha256", "tenant",
+                             "request_id"):  # fmt: skip
+                    if name in defaults:
+                        pipe.hsetnx(key, name, defaults[name])
                 pipe.hset(
                     key,
                     mapping={"status": "running", "started_at": repr(now), "updated_at": repr(now)},
@@ -317,6 +341,13 @@ class RedisJobStore:
         except (RedisError, OSError) as exc:
             raise self._unavailable("update", exc) from exc
 
+    async def delete(self, job_id: str) -> bool:
+        try:
+            removed = await self._client.delete(self._key(job_id))
+        except (RedisError, OSError) as exc:
+            raise self._unavailable("delete", exc) from exc
+        return bool(removed)
+
     async def ping(self) -> None:
         try:
             await self._client.ping()  # type: ignore[misc]
@@ -341,10 +372,23 @@ class UploadStore(Protocol):
 
     async def delete(self, key: str) -> None: ...
 
+    def entries(self) -> AsyncIterator[StoredEntry]:
+        """Every staged upload (``id`` is its key) with its age and size, for the retention
+        sweep; ``complete=False`` marks the temporary file of a write that died."""
+        ...
+
+
+def _temp_name(key: str) -> bool:
+    """Whether ``key`` names a temporary file of an upload write (``.tmp-`` + [a-z0-9_]+)."""
+    rest = key.removeprefix(TEMP_PREFIX)
+    return rest != key and rest.replace("_", "").isalnum() and rest.isascii()
+
 
 class LocalUploads:
     """Uploads as files ``root/<key>`` (``root`` is ``STORAGE_DIR/uploads``), written atomically
-    through a temporary file and a rename. API and workers must share the directory."""
+    through a temporary file and a rename. API and workers must share the directory. Keys are
+    alphanumeric; :meth:`delete` also takes the name of a temporary file that
+    :meth:`entries` listed."""
 
     backend = "local"
 
@@ -359,7 +403,7 @@ class LocalUploads:
     def _put(self, key: str, data: bytes) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
@@ -381,7 +425,28 @@ class LocalUploads:
         return await anyio.to_thread.run_sync(self._get, key)
 
     async def delete(self, key: str) -> None:
-        await anyio.to_thread.run_sync(lambda: self._path(key).unlink(missing_ok=True))
+        path = self.root / key if _temp_name(key) else self._path(key)
+        await anyio.to_thread.run_sync(lambda: path.unlink(missing_ok=True))
+
+    def _entries(self) -> list[StoredEntry]:
+        out: list[StoredEntry] = []
+        try:
+            items = list(os.scandir(self.root))
+        except FileNotFoundError:
+            return out
+        for item in items:
+            if not (item.name.isalnum() or _temp_name(item.name)):
+                continue
+            try:
+                st = item.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # processed meanwhile
+            out.append(StoredEntry(item.name, st.st_mtime, st.st_size, item.name.isalnum()))
+        return out
+
+    async def entries(self) -> AsyncIterator[StoredEntry]:
+        for entry in await anyio.to_thread.run_sync(self._entries):
+            yield entry
 
 
 # -- submission ---------------------------------------------------------------------------------
@@ -428,16 +493,28 @@ class JobService:
     max_attempts: int
     clock: Any = field(default=time.time)
 
-    async def submit(self, data: bytes, options: ProcessingOptions) -> JobState:
-        """The job for ``data`` processed with ``options``: the existing one, a ``done`` one when
-        the result is already stored, or a new ``queued`` one.
+    async def submit(
+        self,
+        data: bytes,
+        options: ProcessingOptions,
+        *,
+        tenant: str | None = None,
+        key_id: str | None = None,
+        request_id: str | None = None,
+        reference: bytes | None = None,
+    ) -> JobState:
+        """The job for ``data`` processed with ``options`` for ``tenant``: the existing one, a
+        ``done`` one when the result is already stored, or a new ``queued`` one. ``key_id`` and
+        ``request_id`` travel with the job into the worker's logs and audit line; ``reference``
+        (the far-end echo file) is staged beside the input.
 
         Raises:
             QueueUnavailable: the queue did not confirm the job (nothing was recorded).
             JobStoreUnavailable: the state store cannot be reached.
         """
-        content_sha256 = await anyio.to_thread.run_sync(lambda: hashlib.sha256(data).hexdigest())
-        rid = result_id(content_sha256, options)
+        content_sha256 = await sha256_hex(data)
+        reference_sha256 = await sha256_hex(reference) if reference is not None else None
+        rid = result_id(content_sha256, options, tenant, reference_sha256)
         job_id = job_id_for(rid)
         existing = await self.store.get(job_id)
         if existing is not None and existing.status != "done" and not existing.resubmittable:
@@ -449,16 +526,23 @@ class JobService:
         overwrite = existing is not None
         now = self.clock()
         if result_exists:
-            state, created = await self.store.create(
-                JobState(job_id, "done", now, now, rid, content_sha256, finished_at=now),
-                overwrite=overwrite,
-            )
+            done = JobState(job_id, "done", now, now, rid, content_sha256, finished_at=now,
+                            tenant=tenant, request_id=request_id)  # fmt: skip
+            state, created = await self.store.create(done, overwrite=overwrite)
             if created:
                 metrics.JOBS.labels("done").inc()
             return state
-        message = JobMessage(job_id, rid, content_sha256, options.canonical_json(), job_id, now)
-        fresh = JobState(job_id, "queued", now, now, rid, content_sha256)
+        message = JobMessage(
+            job_id, rid, content_sha256, options.canonical_json(), job_id, now,
+            tenant=tenant, key_id=key_id, request_id=request_id,
+            reference_key=reference_key_for(job_id) if reference is not None else None,
+        )  # fmt: skip
+        fresh = JobState(
+            job_id, "queued", now, now, rid, content_sha256, tenant=tenant, request_id=request_id
+        )
         await self.uploads.put(message.upload_key, data)
+        if message.reference_key is not None and reference is not None:
+            await self.uploads.put(message.reference_key, reference)
         if existing is not None:
             # A restart: reset the state (attempts 0) before a worker can see the message.
             await self.store.create(fresh, overwrite=True)
@@ -468,6 +552,8 @@ class JobService:
             await self.queue.publish(message)
         except Exception:
             await self.uploads.delete(message.upload_key)
+            if message.reference_key is not None:
+                await self.uploads.delete(message.reference_key)
             if existing is not None:
                 await self.store.create(existing, overwrite=True)
             raise
@@ -476,13 +562,32 @@ class JobService:
             metrics.JOBS.labels("queued").inc()
         return state
 
+    async def erase_result(self, result_id: str) -> bool:
+        """Erase the job records of result ``result_id``: the state of its job
+        (:func:`job_id_for`) and the job's staged upload, if still there. A job still queued then
+        fails with ``job_input_gone`` instead of storing the result again; one already running
+        may still store it.
+
+        Returns:
+            Whether a job state was there.
+
+        Raises:
+            JobStoreUnavailable: the state store cannot be reached.
+            S3Unavailable: the staged upload (in S3) could not be deleted.
+        """
+        job_id = job_id_for(result_id)
+        await self.uploads.delete(job_id)  # JobMessage.upload_key is the job id
+        await self.uploads.delete(reference_key_for(job_id))
+        return await self.store.delete(job_id)
+
     async def _result_exists(self, rid: str | None) -> bool:
         return rid is not None and await result_in_storage(self.results, rid)
 
-    async def get(self, job_id: str) -> JobState:
-        """The job ``job_id``; :class:`NotFound` when unknown or expired."""
+    async def get(self, job_id: str, tenant: str | None = None) -> JobState:
+        """The job ``job_id`` of ``tenant``; :class:`NotFound` when unknown, expired or another
+        tenant's (indistinguishable)."""
         state = await self.store.get(job_id) if job_id.isalnum() and len(job_id) == 32 else None
-        if state is None:
+        if state is None or state.tenant != tenant:
             raise NotFound(
                 f"No job has the id {job_id!r}. Job ids are 32 hexadecimal digits; a job's state "
                 "expires JOB_TTL_S after its last change. Submit the recording again."
@@ -520,9 +625,9 @@ def build_job_store(settings: Settings) -> JobStore:
     module docstring)."""
     if settings.redis_url and settings.amqp_url:
         return RedisJobStore(
-            settings.redis_url, ttl_s=settings.job_ttl_s, prefix=settings.cache_prefix
+            settings.redis_url, ttl_s=settings.effective_job_ttl_s, prefix=settings.cache_prefix
         )
-    return MemoryJobStore(settings.job_ttl_s)
+    return MemoryJobStore(settings.effective_job_ttl_s)
 
 
 class S3Uploads:
@@ -570,16 +675,29 @@ class S3Uploads:
         except S3Error as exc:
             raise self._unavailable(exc) from exc
 
+    async def entries(self) -> AsyncIterator[StoredEntry]:
+        try:
+            async for item in self.s3.list_objects(self.bucket, self.prefix):
+                key = item.key[len(self.prefix) :]
+                if key.isalnum():
+                    yield StoredEntry(key, item.last_modified, item.size)
+        except S3Error as exc:
+            raise self._unavailable(exc) from exc
+
 
 def build_uploads(settings: Settings, s3: S3Client | None = None) -> UploadStore:
     """Where submitted recordings wait for a worker: beside the results, under ``uploads/``
     (``STORAGE_DIR/uploads/`` locally; ``<S3_PREFIX>uploads/`` in ``S3_BUCKET`` with
     ``STORAGE=s3``)."""
+    uploads: UploadStore
     if settings.storage == "s3":
         assert settings.s3_bucket is not None  # Settings validates it
-        return S3Uploads(
+        uploads = S3Uploads(
             s3 or S3Client.from_settings(settings),
             bucket=settings.s3_bucket,
             prefix=settings.s3_prefix,
         )
-    return LocalUploads(settings.storage_dir / "uploads")
+    else:
+        uploads = LocalUploads(settings.storage_dir / "uploads")
+    sealer = Sealer.from_settings(settings)
+    return SealedUploads(uploads, sealer) if sealer else uploads

@@ -60,6 +60,10 @@ class JobMessage:
         options: canonical JSON of the ProcessingOptions.
         upload_key: key of the staged input bytes in the upload store.
         submitted_at: when the job was accepted, Unix time in seconds.
+        tenant: who submitted it (``None`` when the service runs open); owns the result.
+        key_id: id of the submitting API key (for the audit line; never the key).
+        request_id: ``X-Request-ID`` of the submission (for logs and the audit line).
+        reference_key: key of the staged far-end echo reference, when one was uploaded.
     """
 
     job_id: str
@@ -68,6 +72,10 @@ class JobMessage:
     options: str
     upload_key: str
     submitted_at: float
+    tenant: str | None = None
+    key_id: str | None = None
+    request_id: str | None = None
+    reference_key: str | None = None
 
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self))
@@ -84,9 +92,17 @@ class JobMessage:
                 options=str(fields["options"]),
                 upload_key=str(fields["upload_key"]),
                 submitted_at=float(fields["submitted_at"]),
+                tenant=_optional_text(fields.get("tenant")),
+                key_id=_optional_text(fields.get("key_id")),
+                request_id=_optional_text(fields.get("request_id")),
+                reference_key=_optional_text(fields.get("reference_key")),
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not a job message: {exc}") from exc
+
+
+def _optional_text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 @dataclass(frozen=True)
@@ -408,8 +424,9 @@ class RabbitQueue:
                     with contextlib.suppress(*_AMQP_ERRORS):
                         await connection.close()
                 metrics.QUEUE_ERRORS.labels("connect").inc()
-                raise QueueUnavailable(
-                    f"RabbitMQ cannot be reached ({type(exc).__name__}: {exc}). The job was not "
+                log.warning("RabbitMQ connection failed: %s: %s", type(exc).__name__, exc)
+                raise QueueUnavailable(  # the broker's message may name hosts: logged only
+                    f"RabbitMQ cannot be reached ({type(exc).__name__}). The job was not "
                     "accepted; retry later, or use POST /process."
                 ) from exc
             self._connection, self._publisher = connection, channel
@@ -453,8 +470,9 @@ class RabbitQueue:
             )
         except _AMQP_ERRORS as exc:
             metrics.QUEUE_ERRORS.labels("publish").inc()
+            log.warning("RabbitMQ publish failed: %s: %s", type(exc).__name__, exc)
             raise QueueUnavailable(
-                f"RabbitMQ did not confirm the job ({type(exc).__name__}: {exc}). Retry later, "
+                f"RabbitMQ did not confirm the job ({type(exc).__name__}). Retry later, "
                 "or use POST /process."
             ) from exc
 
@@ -478,9 +496,8 @@ class RabbitQueue:
                     counts[queue_name] = int(declared.declaration_result.message_count or 0)
         except _AMQP_ERRORS as exc:
             metrics.QUEUE_ERRORS.labels("depth").inc()
-            raise QueueUnavailable(
-                f"RabbitMQ does not answer ({type(exc).__name__}: {exc})"
-            ) from exc
+            log.warning("RabbitMQ depth check failed: %s: %s", type(exc).__name__, exc)
+            raise QueueUnavailable(f"RabbitMQ does not answer ({type(exc).__name__})") from exc
         return QueueDepth(
             ready=counts[self.name],
             delayed=sum(counts[n] for n in self.retry_names.values()),

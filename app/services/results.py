@@ -30,6 +30,7 @@ from app.errors import (
     DependencyUnavailable,
     InvalidRequest,
     NotFound,
+    Overloaded,
     StorageUnavailable,
 )
 from app.models.options import ProcessingOptions
@@ -43,10 +44,27 @@ log = logging.getLogger("audioproc.results")
 AudioEncoding = Literal["pcm16", "float32"]
 
 
-def result_id(content_sha256: str, options: ProcessingOptions) -> str:
-    """The result id: 32 hex digits of SHA-256 over pipeline version, content hash and options."""
+def result_id(
+    content_sha256: str,
+    options: ProcessingOptions,
+    tenant: str | None = None,
+    reference_sha256: str | None = None,
+) -> str:
+    """The result id: 32 hex digits of SHA-256 over pipeline version, content hash, options,
+    the tenant that asked (with API keys; none when the service runs open) and the uploaded
+    echo reference, if any. Identical bytes sent by two tenants are two results, so one tenant is
+    never served another's from the cache."""
     key = f"{PIPELINE_VERSION}\n{content_sha256}\n{options.canonical_json()}"
+    if tenant is not None:
+        key += f"\ntenant:{tenant}"
+    if reference_sha256 is not None:
+        key += f"\nreference:{reference_sha256}"
     return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+async def sha256_hex(data: bytes) -> str:
+    """SHA-256 of ``data``, hex, computed in a worker thread (uploads are megabytes)."""
+    return await anyio.to_thread.run_sync(lambda: hashlib.sha256(data).hexdigest())
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -58,8 +76,9 @@ class StoredResult:
     """One processed recording: JSON-able metadata, feature arrays and the processed audio.
 
     Attributes:
-        meta: id, content hash, input/output/quality reports, steps, warnings, options and, per
-            feature, ``{shape, frame_rate_hz, unit, rows}``.
+        meta: id, content hash, input/output/quality reports, steps, warnings, options, the
+            owning ``tenant`` (never sent to clients) and, per feature,
+            ``{shape, frame_rate_hz, unit, rows}``.
         arrays: feature arrays ``[features, frames]`` by name, plus ``<name>_stats``
             (``[features, functionals]``, in the order of ``meta.features[name].functionals``)
             when aggregation was asked for.
@@ -74,9 +93,24 @@ class StoredResult:
     def id(self) -> str:
         return str(self.meta["id"])
 
+    def owned_by(self, tenant: str | None) -> bool:
+        """Whether ``tenant`` (``None``: the open service) owns this result."""
+        return self.meta.get("tenant") == tenant
+
+    def _public_meta(self) -> dict[str, Any]:
+        """The metadata clients see: everything but the owner."""
+        return {k: v for k, v in self.meta.items() if k != "tenant"}
+
     @classmethod
     def from_pipeline(
-        cls, result: PipelineResult, *, id: str, content_sha256: str, options: ProcessingOptions
+        cls,
+        result: PipelineResult,
+        *,
+        id: str,
+        content_sha256: str,
+        options: ProcessingOptions,
+        tenant: str | None = None,
+        reference_sha256: str | None = None,
     ) -> StoredResult:
         arrays: dict[str, np.ndarray] = {}
         features_meta: dict[str, Any] = {}
@@ -98,7 +132,9 @@ class StoredResult:
         out, quality = result.output, result.quality
         meta = {
             "id": id,
+            "tenant": tenant,
             "content_sha256": content_sha256,
+            **({"reference_sha256": reference_sha256} if reference_sha256 else {}),
             "pipeline_version": PIPELINE_VERSION,
             "input": {
                 "format": result.input.format,
@@ -180,7 +216,7 @@ class StoredResult:
                     for i, k in enumerate(entry.pop("functionals"))
                 }
             features[name] = entry
-        body = {**self.meta, "cached": cached, "features": features}
+        body = {**self._public_meta(), "cached": cached, "features": features}
         return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
 
     def to_npz(self, *, cached: bool, names: Iterable[str] | None = None) -> bytes:
@@ -188,7 +224,7 @@ class StoredResult:
         (UTF-8 JSON bytes as ``uint8``). Uncompressed: the response favours latency."""
         selected = self.select(names)
         meta = {
-            **self.meta,
+            **self._public_meta(),
             "cached": cached,
             "features": {n: self.meta["features"][n] for n in selected},
         }
@@ -374,11 +410,14 @@ class ResultService:
         cache: ResultCache,
         storage: ResultStorage,
         concurrency: int,
+        max_waiting: int | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.cache = cache
         self.storage = storage
         self.limiter = anyio.CapacityLimiter(concurrency)
+        #: Runs that may wait for a slot (``None``: unbounded; job workers wait their turn).
+        self.max_waiting = max_waiting
 
     async def _cache_get(self, key: str, warnings: list[str]) -> bytes | None:
         try:
@@ -390,9 +429,14 @@ class ResultService:
         return value
 
     async def process(
-        self, data: bytes, options: ProcessingOptions
+        self,
+        data: bytes,
+        options: ProcessingOptions,
+        tenant: str | None = None,
+        reference: bytes | None = None,
     ) -> tuple[StoredResult, bool, Persist | None]:
-        """Return ``(result, cached, persist)`` for one upload.
+        """Return ``(result, cached, persist)`` for one upload, owned by ``tenant``, with the
+        far-end ``reference`` file for echo cancellation if one was sent.
 
         ``persist`` (``None`` for a cached result) writes a new result to cache and storage; the
         router runs it after the response is sent, so it adds nothing to the latency.
@@ -400,7 +444,7 @@ class ResultService:
         Raises:
             AudioprocError: the upload or the options were rejected.
         """
-        outcomes, persist = await self.process_batch([data], options)
+        outcomes, persist = await self.process_batch([data], options, tenant, reference)
         outcome = outcomes[0]
         if outcome.error is not None:
             raise outcome.error
@@ -408,17 +452,26 @@ class ResultService:
         return outcome.result, outcome.cached, persist
 
     async def process_batch(
-        self, uploads: Sequence[bytes], options: ProcessingOptions
+        self,
+        uploads: Sequence[bytes],
+        options: ProcessingOptions,
+        tenant: str | None = None,
+        reference: bytes | None = None,
     ) -> tuple[list[Outcome], Persist | None]:
-        """Results for several uploads: cached ones are looked up, the rest run as one batch.
+        """Results for several uploads (owned by ``tenant``; ``reference``: the far-end file for
+        echo cancellation): cached ones are looked up, the rest run as one batch.
 
         Returns:
             Per upload its :class:`Outcome`, and a ``persist`` callable for the new results.
+
+        Raises:
+            Overloaded: more than ``max_waiting`` runs already wait for a pipeline slot.
         """
         hashes = await anyio.to_thread.run_sync(
             lambda: [hashlib.sha256(data).hexdigest() for data in uploads]
         )
-        keys = [result_id(content_sha256, options) for content_sha256 in hashes]
+        reference_sha256 = await sha256_hex(reference) if reference is not None else None
+        keys = [result_id(h, options, tenant, reference_sha256) for h in hashes]
         warnings: list[str] = []
         outcomes: list[Outcome | None] = [None] * len(uploads)
         pending: list[int] = []
@@ -429,8 +482,14 @@ class ResultService:
                 pending.append(index)
             else:
                 outcomes[index] = Outcome(found, None, True)
+        if pending:
+            self._admit_run()
         runs = await anyio.to_thread.run_sync(
-            self.pipeline.run_batch, [uploads[i] for i in pending], options, limiter=self.limiter
+            self.pipeline.run_batch,
+            [uploads[i] for i in pending],
+            options,
+            reference,
+            limiter=self.limiter,
         )
         new: list[StoredResult] = []
         for index, run in zip(pending, runs, strict=True):
@@ -441,7 +500,12 @@ class ResultService:
                 metrics.PIPELINE_STEP_SECONDS.labels(name).observe(ms / 1000.0)
             metrics.AUDIO_SECONDS.inc(run.input.duration_s)
             result = StoredResult.from_pipeline(
-                run, id=keys[index], content_sha256=hashes[index], options=options
+                run,
+                id=keys[index],
+                content_sha256=hashes[index],
+                options=options,
+                tenant=tenant,
+                reference_sha256=reference_sha256,
             )
             result.meta["warnings"].extend(warnings)
             outcomes[index] = Outcome(result, None, False)
@@ -465,6 +529,18 @@ class ResultService:
                         raise
 
         return [o for o in outcomes if o is not None], persist if new else None
+
+    def _admit_run(self) -> None:
+        """Refuse a run when too many wait for a slot already (a flood gets 503, not memory)."""
+        waiting = self.limiter.statistics().tasks_waiting
+        busy = self.limiter.available_tokens < 1
+        if self.max_waiting is not None and busy and waiting >= self.max_waiting:
+            metrics.OVERLOADED.inc()
+            raise Overloaded(
+                f"{waiting} requests are already waiting for the pipeline on this instance "
+                "(PIPELINE_MAX_WAITING). Retry in a moment, or submit the recording to POST /jobs.",
+                headers={"Retry-After": "1"},
+            )
 
     async def _find(
         self, key: str, warnings: list[str] | None = None
@@ -501,21 +577,22 @@ class ResultService:
             return None, missing
         return await anyio.to_thread.run_sync(StoredResult.from_objects, objects), "storage"
 
-    async def get(self, key: str) -> StoredResult:
-        """The stored result ``key``, from the cache or else from storage."""
+    async def get(self, key: str, tenant: str | None = None) -> StoredResult:
+        """The stored result ``key``, from the cache or else from storage, when ``tenant`` owns
+        it; another tenant's result is :class:`NotFound` exactly like a missing one."""
         if not key.isalnum() or len(key) != 32:
             raise NotFound(f"No result has the id {key!r}; ids are 32 hexadecimal digits.")
         found, _ = await self._find(key)
-        if found is None:
+        if found is None or not found.owned_by(tenant):
             raise NotFound(
                 f"No result has the id {key}. It may have expired; POST the recording to "
                 "/process again."
             )
         return found
 
-    async def delete(self, key: str) -> None:
-        """Erase result ``key`` from the cache and from storage."""
-        await self.get(key)
+    async def delete(self, key: str, tenant: str | None = None) -> None:
+        """Erase result ``key`` (owned by ``tenant``) from the cache and from storage."""
+        await self.get(key, tenant)
         try:
             await self.cache.delete(key)
         except CacheUnavailable as exc:

@@ -10,12 +10,13 @@ throttling, HTTP 5xx) with exponential backoff and jitter, counts them, and rais
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
@@ -250,6 +251,15 @@ class RetryPolicy:
         return d / 2 + random.uniform(0.0, d / 2)
 
 
+@dataclass(frozen=True)
+class S3Object:
+    """One listed object: its key, size (bytes) and last modification (Unix time, s)."""
+
+    key: str
+    size: int
+    last_modified: float
+
+
 class S3Client:
     """A boto3 S3 client behind async methods: worker threads, timeouts, retries, metrics.
 
@@ -259,9 +269,17 @@ class S3Client:
     (``audioproc_s3_retries_total{op}``).
     """
 
-    def __init__(self, client: Any, retry: RetryPolicy | None = None) -> None:
+    def __init__(
+        self,
+        client: Any,
+        retry: RetryPolicy | None = None,
+        *,
+        put_encryption: Mapping[str, str] | None = None,
+    ) -> None:
         self.client = client
         self.retry = retry or RetryPolicy()
+        #: Server-side encryption arguments of every PUT (``ServerSideEncryption``, …).
+        self.put_encryption = dict(put_encryption or {})
 
     @classmethod
     def from_settings(cls, settings: Settings) -> S3Client:
@@ -288,11 +306,17 @@ class S3Client:
         client = boto3.session.Session().client(
             "s3", endpoint_url=settings.s3_endpoint_url or None, config=config
         )
+        encryption: dict[str, str] = {}
+        if settings.s3_sse:
+            encryption["ServerSideEncryption"] = settings.s3_sse
+        if settings.s3_sse_kms_key_id:
+            encryption["SSEKMSKeyId"] = settings.s3_sse_kms_key_id
         return cls(
             client,
             RetryPolicy(
                 max_attempts=settings.s3_max_attempts, base_delay_s=settings.s3_retry_base_s
             ),
+            put_encryption=encryption,
         )
 
     def close(self) -> None:
@@ -390,7 +414,7 @@ class S3Client:
             "put",
             f"s3://{bucket}/{key}",
             lambda: self.client.put_object(
-                Bucket=bucket, Key=key, Body=data, ContentType=content_type
+                Bucket=bucket, Key=key, Body=data, ContentType=content_type, **self.put_encryption
             ),
         )
 
@@ -401,6 +425,31 @@ class S3Client:
             f"s3://{bucket}/{key}",
             lambda: self.client.delete_object(Bucket=bucket, Key=key),
         )
+
+    async def list_objects(
+        self, bucket: str, prefix: str, *, page_size: int = 1000
+    ) -> AsyncIterator[S3Object]:
+        """Every object whose key starts with ``prefix``, in key order, fetched a page of up to
+        ``page_size`` keys (ListObjectsV2; S3 caps it at 1000) at a time; each page request is
+        retried like any other."""
+        uri = f"s3://{bucket}/{prefix}"
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": page_size}
+            if token is not None:
+                kwargs["ContinuationToken"] = token
+            page = await self._call(
+                "list", uri, functools.partial(self.client.list_objects_v2, **kwargs)
+            )
+            for item in page.get("Contents", ()):
+                yield S3Object(
+                    key=item["Key"],
+                    size=int(item["Size"]),
+                    last_modified=item["LastModified"].timestamp(),
+                )
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
 
     async def head_bucket(self, bucket: str) -> None:
         """Check that the bucket answers (one attempt, for readiness probes)."""

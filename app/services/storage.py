@@ -10,6 +10,10 @@ Both backends keep one result as three objects under a content-addressed prefix:
 atomically (locally a temporary file renamed over the target; in S3 a single PUT), the manifest
 last, and deleted first: a result exists exactly when its manifest does, and a reader that finds
 a manifest without the other two treats the result as absent.
+
+:meth:`ResultStorage.entries` lists what is stored with its age, for the retention sweep
+(:mod:`app.services.retention`): complete results, and the debris of writes that died before
+their manifest.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -33,6 +38,26 @@ MANIFEST = "manifest.json"
 #: A result's objects in write order: the manifest last.
 RESULT_OBJECTS = (AUDIO, FEATURES, MANIFEST)
 CONTENT_TYPES = {AUDIO: "audio/wav", FEATURES: "application/x-npz", MANIFEST: "application/json"}
+#: Name prefix of the temporary files of atomic local writes.
+TEMP_PREFIX = ".tmp-"
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    """One stored item as listed for the retention sweep.
+
+    Attributes:
+        id: the result id (or, for staged uploads, the upload key).
+        modified_at: when it was last written, Unix time in seconds (a result: its manifest;
+            debris: its newest object).
+        size_bytes: total size of its objects, bytes.
+        complete: ``False`` for debris: objects of a write that died before the manifest.
+    """
+
+    id: str
+    modified_at: float
+    size_bytes: int
+    complete: bool = True
 
 
 async def _concurrently(*calls: Awaitable[None]) -> list[S3Error]:
@@ -84,6 +109,11 @@ class ResultStorage(Protocol):
     async def delete(self, result_id: str) -> None:
         """Remove the objects, the manifest first; a missing result is not an error. Raises
         :class:`StorageError`."""
+        ...
+
+    def entries(self) -> AsyncIterator[StoredEntry]:
+        """Every stored result, and the debris of writes that died before their manifest, with
+        its age and size (no order promised). Raises :class:`StorageError`."""
         ...
 
     async def ping(self) -> None:
@@ -152,6 +182,9 @@ class LocalStorage:
         try:
             for name in reversed(RESULT_OBJECTS):
                 (directory / name).unlink(missing_ok=True)
+            # The temporary files of writes that died hold the same data: erase them too.
+            for leftover in directory.glob(f"{TEMP_PREFIX}*"):
+                leftover.unlink(missing_ok=True)
         except OSError as exc:
             raise StorageError(f"deleting result {result_id} failed: {exc}") from exc
         for empty in (directory, directory.parent):
@@ -159,6 +192,46 @@ class LocalStorage:
                 empty.rmdir()
             except OSError:
                 break  # not empty (another result, a concurrent write) or already gone
+
+    def _shard_entries(self, shard: Path) -> list[StoredEntry]:
+        """The entries of one ``results/<xx>/`` directory (one ``os.scandir`` per result)."""
+        out: list[StoredEntry] = []
+        try:
+            directories = [d for d in os.scandir(shard) if d.is_dir(follow_symlinks=False)]
+        except FileNotFoundError:
+            return out
+        for directory in directories:
+            if not (directory.name.isascii() and directory.name.isalnum()):
+                continue
+            files: dict[str, os.stat_result] = {}
+            try:
+                with os.scandir(directory.path) as items:
+                    for item in items:
+                        if item.is_file(follow_symlinks=False):
+                            files[item.name] = item.stat(follow_symlinks=False)
+                newest = directory.stat(follow_symlinks=False).st_mtime
+            except FileNotFoundError:
+                continue  # deleted meanwhile
+            size = sum(st.st_size for st in files.values())
+            if MANIFEST in files:
+                out.append(StoredEntry(directory.name, files[MANIFEST].st_mtime, size))
+            else:
+                newest = max([newest, *(st.st_mtime for st in files.values())])
+                out.append(StoredEntry(directory.name, newest, size, complete=False))
+        return out
+
+    async def entries(self) -> AsyncIterator[StoredEntry]:
+        """Results by ``results/<xx>/`` shard, each shard scanned in a worker thread."""
+        base = self.root / "results"
+        try:
+            shards = await anyio.to_thread.run_sync(
+                lambda: sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+            )
+            for shard in shards:
+                for entry in await anyio.to_thread.run_sync(self._shard_entries, shard):
+                    yield entry
+        except OSError as exc:
+            raise StorageError(f"listing results in {base} failed: {exc}") from exc
 
     def _ping(self) -> None:
         try:
@@ -255,6 +328,36 @@ class S3Storage:
                 await self.client.delete(self.bucket, self.key(result_id, name))
         except S3Error as error:
             raise StorageError(f"deleting result {result_id} from S3 failed: {error}") from error
+
+    async def entries(self) -> AsyncIterator[StoredEntry]:
+        """Results from a paginated listing of ``<prefix>results/``: the listing is in key order,
+        so a result's objects arrive together."""
+        base = f"{self.prefix}results/"
+        current: str | None = None
+        objects: dict[str, tuple[int, float]] = {}  # name -> (size, last modified)
+
+        def entry() -> StoredEntry:
+            assert current is not None
+            size = sum(size for size, _ in objects.values())
+            if MANIFEST in objects:
+                return StoredEntry(current, objects[MANIFEST][1], size)
+            newest = max(modified for _, modified in objects.values())
+            return StoredEntry(current, newest, size, complete=False)
+
+        try:
+            async for item in self.client.list_objects(self.bucket, base):
+                parts = item.key[len(base) :].split("/")
+                if len(parts) != 3 or not (parts[1].isascii() and parts[1].isalnum()):
+                    continue  # not a result's object
+                if parts[1] != current:
+                    if current is not None:
+                        yield entry()
+                    current, objects = parts[1], {}
+                objects[parts[2]] = (item.size, item.last_modified)
+        except S3Error as error:
+            raise StorageError(f"listing results in S3 failed: {error}") from error
+        if current is not None:
+            yield entry()
 
     async def ping(self) -> None:
         try:

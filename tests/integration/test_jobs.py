@@ -24,6 +24,7 @@ from prometheus_client import REGISTRY
 from app.config import Settings
 from app.main import create_app
 from app.models.options import ProcessingOptions
+from app.security.audit import AuditLog
 from app.services.jobs import JobState, LocalUploads, MemoryJobStore, job_id_for
 from app.services.queue import JobMessage, RetryPolicy
 from app.services.results import result_id
@@ -418,6 +419,7 @@ def test_a_job_that_keeps_stopping_its_workers_is_dead_lettered(tmp_path: Path) 
             store=store,
             uploads=LocalUploads(tmp_path),
             policy=RetryPolicy(max_attempts=3, base_s=0.01, max_s=0.1),
+            audit=AuditLog(),
         )
         for _ in range(3):  # three workers started the job and died
             await store.start(message, time.time())
