@@ -17,6 +17,9 @@ import torch
 
 from app.errors import InvalidOptions
 from app.pipeline.restore import (
+    _block_lpc,
+    _rise_over_running_median,
+    _serving_lpc,
     attenuate_pops,
     cancel_echo,
     detect_clicks,
@@ -188,6 +191,52 @@ def test_click_detection_is_per_channel(speech: np.ndarray) -> None:
     assert set(report.positions[:, 0].tolist()) == {0, 1}
 
 
+@pytest.mark.parametrize(
+    ("which", "regions", "found", "false"),
+    [("speech", 140, 138, 2), ("speech2", 155, 148, 7)],
+)
+def test_click_detection_is_unchanged_by_the_fast_path(
+    which: str, regions: int, found: int, false: int, request
+) -> None:
+    """The figures of the per-block implementation this one replaced (every block modelled
+    again on each pass, all samples screened): the same regions are found."""
+    noisy, clicks = insert_clicks(request.getfixturevalue(which), seed=3)
+    mask = detect_clicks(torch.tensor(noisy), sample_rate=SR).numpy()
+    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    starts, ends = np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0]
+    truth = np.zeros(len(mask), dtype=bool)
+    for p, length in clicks:
+        truth[p : p + length] = True
+    assert len(starts) == regions
+    assert sum(bool(mask[p : p + length].any()) for p, length in clicks) == found
+    assert sum(not truth[a:b].any() for a, b in zip(starts, ends, strict=True)) == false
+
+
+def test_serving_block_models_equal_the_full_block_models(speech: np.ndarray) -> None:
+    """Repair re-models only the blocks that serve clicks: the same filters as modelling all."""
+    # float64: float32 Levinson would differ by rounding (≈ 1e-5) between the two batch layouts
+    x = torch.tensor(np.stack([speech[:SR], speech[SR : 2 * SR]]), dtype=torch.float64)
+    kw = {"win_length": 512, "hop_length": 256, "order": 24, "sample_rate": SR}
+    damaged = torch.zeros_like(x, dtype=torch.bool)
+    damaged[0, 5000:5004] = damaged[1, 255:260] = damaged[1, SR - 3 :] = True
+    flat = torch.tensor([0, 5000, 12345, SR - 1, SR + 255, SR + 8000, 2 * SR - 1])
+    full = _block_lpc(x.masked_fill(damaged, 0.0), **kw)
+    n = x.shape[-1]
+    expected = full[flat // n, (flat % n) // 256]
+    served = _serving_lpc(x, flat, zero=damaged, **kw)
+    torch.testing.assert_close(served, expected, rtol=0, atol=1e-10)
+
+
+def test_repair_with_the_detected_mask_equals_repair_with_detection(speech: np.ndarray) -> None:
+    noisy, _ = insert_clicks(speech, seed=7)
+    x = torch.tensor(noisy)
+    found, report = repair_clicks(x, sample_rate=SR)
+    given, again = repair_clicks(x, sample_rate=SR, mask=detect_clicks(x, sample_rate=SR))
+    assert torch.equal(report.mask, again.mask) and report.count == again.count > 100
+    assert torch.equal(report.positions, again.positions)
+    assert torch.equal(found, given)
+
+
 # --------------------------------------------------------------------------------------------
 # pops
 # --------------------------------------------------------------------------------------------
@@ -234,6 +283,24 @@ def test_clean_speech_keeps_its_low_band(speech: np.ndarray, speech2: np.ndarray
         assert report.count <= 2
         change = out.numpy() - clean
         assert 10 * math.log10(float(clean @ clean) / max(float(change @ change), 1e-30)) > 30
+
+
+@pytest.mark.parametrize("context", [3, 21, 101])
+def test_running_median_prescreen_is_exact(speech: np.ndarray, context: int) -> None:
+    """Pops compute the running median only where a rise is possible: same answer as
+    computing it everywhere."""
+    frames = torch.tensor(speech[: len(speech) // 160 * 160]).reshape(-1, 160).square().sum(-1)
+    low_db = 10 * torch.log10(frames + 1e-20)
+    noise = torch.tensor(np.random.default_rng(0).normal(0, 6, frames.shape[0]), dtype=low_db.dtype)
+    values = torch.stack([low_db, low_db + noise]).unsqueeze(0)  # (1, 2, frame)
+    rise, excess = _rise_over_running_median(values, context=context, margins=(12.0, 6.0))
+    half = context // 2
+    padded = torch.nn.functional.pad(values, (half, half), mode="replicate")
+    over = values - padded.unfold(-1, context, 1).median(dim=-1).values
+    expected = (over > torch.tensor([12.0, 6.0]).view(1, 2, 1)).all(1)
+    assert 0 < int(expected.sum()) < values.shape[-1] // 10
+    assert torch.equal(rise, expected)
+    assert torch.equal(excess[..., expected[0]], over[..., expected[0]])
 
 
 # --------------------------------------------------------------------------------------------
