@@ -417,6 +417,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # Swagger UI keeps the key entered with "Authorize" across page reloads.
+        swagger_ui_parameters={"persistAuthorization": True},
     )
     install_error_handlers(app)
     document_api(app)

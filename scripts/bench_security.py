@@ -20,6 +20,10 @@ table shows per-configuration latency percentiles over all rounds. The result is
 recording's ``energy`` feature (a small body, so the gate's cost is not drowned by
 serialization).
 
+Over HTTP the differences sit inside the run-to-run noise of a ~3 ms request, so the script
+also times the gate alone, in this process (:func:`gate_cost`): the same gate in front of an
+application that answers at once, with the real route table, per configuration.
+
     python scripts/bench_security.py --markdown /tmp/bench_security.md
 """
 
@@ -60,14 +64,22 @@ def recording() -> bytes:
 def serve(config: str, port: int) -> None:
     """Run the server of one configuration (the child process)."""
     import uvicorn
+    from fastapi.routing import APIRoute
 
     from app.config import Settings
     from app.main import create_app
-    from app.security.gate import SecurityGate
+    from app.security.gate import Authorize, SecurityGate, flat_routes
+    from app.security.keys import OPEN
 
     app = create_app(Settings())
-    if config == "no gate":
+    if config == "no gate":  # the gate out, and the routes' callers answered without it
         app.user_middleware = [m for m in app.user_middleware if m.cls is not SecurityGate]
+        for context in flat_routes(app.routes):
+            route = context.original_route
+            if isinstance(route, APIRoute):
+                for dependency in route.dependant.dependencies:
+                    if isinstance(dependency.call, Authorize):
+                        app.dependency_overrides[dependency.call] = lambda: OPEN
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
@@ -115,6 +127,84 @@ def measure(
     return latencies
 
 
+def gate_cost(redis_url: str, keys: int, requests: int) -> list[str]:
+    """The gate alone, in this process: µs per request through :class:`SecurityGate` in front
+    of an application that answers at once (the real route table; audit lines to a file and to
+    /dev/null instead of stdout), per configuration, median of 20 batches."""
+    import asyncio
+    import hashlib
+
+    from fastapi import FastAPI
+
+    from app.config import Settings
+    from app.main import create_app
+    from app.security.audit import AuditLog
+    from app.security.gate import SecurityGate
+    from app.security.keys import ApiKeyEntry, KeyRing
+    from app.security.ratelimit import MemoryRateLimiter, RedisRateLimiter
+
+    key = f"bench-{uuid.uuid4().hex}"
+    entries = [ApiKeyEntry(key_sha256=uuid.uuid4().hex * 2, tenant=f"t{i}", scopes=["read"])
+               for i in range(keys - 1)]  # fmt: skip
+    entries.append(ApiKeyEntry(key_sha256=hashlib.sha256(key.encode()).hexdigest(),
+                               tenant="bench", scopes=["read"]))  # fmt: skip
+    app: FastAPI = create_app(Settings(warmup=False))
+    prefix = f"bench-security-{uuid.uuid4().hex}:"
+
+    async def answer(scope: dict, receive: object, send: object) -> None:  # type: ignore[type-arg]
+        await send({"type": "http.response.start", "status": 200, "headers": []})  # type: ignore[operator]
+        await send({"type": "http.response.body", "body": b"{}"})  # type: ignore[operator]
+
+    async def run(keyring: KeyRing | None, limiter: object) -> float:
+        app.state.rate_limiter = limiter
+        with tempfile.TemporaryDirectory() as scratch, open(os.devnull, "w") as sink:
+            gate = SecurityGate(
+                answer, keyring=keyring, audit=AuditLog(Path(scratch) / "a.jsonl", sink)
+            )
+            headers = [(b"authorization", f"Bearer {key}".encode())] if keyring else []
+            scope = {"type": "http", "method": "GET", "path": "/features/" + "a" * 32,
+                     "query_string": b"", "headers": headers, "client": ("127.0.0.1", 1),
+                     "app": app, "root_path": ""}  # fmt: skip
+
+            async def receive() -> dict:  # type: ignore[type-arg]
+                return {"type": "http.request", "body": b""}
+
+            async def send(message: dict) -> None:  # type: ignore[type-arg]
+                return None
+
+            batches = []
+            for _ in range(20):
+                began = time.perf_counter()
+                for _ in range(requests // 20):
+                    await gate(dict(scope), receive, send)
+                batches.append((time.perf_counter() - began) / (requests // 20) * 1e6)
+        return float(np.median(batches))
+
+    async def all_configs() -> list[tuple[str, float]]:
+        redis_limiter = RedisRateLimiter(redis_url, per_min=1e7, burst=10**6, prefix=prefix)
+        try:
+            return [
+                ("open (no API_KEYS)", await run(None, None)),
+                (f"{keys} keys, in-process rate limit", await run(KeyRing(entries),
+                                                                   MemoryRateLimiter(1e7, 10**6))),
+                (f"{keys} keys, Redis rate limit", await run(KeyRing(entries), redis_limiter)),
+            ]  # fmt: skip
+        finally:
+            await redis_limiter.close()
+
+    rows = asyncio.run(all_configs())
+    return [
+        "",
+        f"The gate alone (in process, {requests} requests per configuration, median of 20 "
+        "batches; request id, route and scope, authentication, rate limit, security headers, "
+        "audit line):",
+        "",
+        "| configuration | µs per request |",
+        "|---|---:|",
+        *[f"| {name} | {us:.1f} |" for name, us in rows],
+    ]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
@@ -122,6 +212,9 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--keys", type=int, default=50, help="configured API keys")
+    parser.add_argument(
+        "--gate-requests", type=int, default=20000, help="requests of the in-process gate timing"
+    )
     parser.add_argument("--markdown", type=Path, help="also write the table here")
     parser.add_argument("--serve", choices=CONFIGS, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -196,6 +289,7 @@ def main() -> int:
     keys_minus_open = np.median(samples["keys"]) - np.median(samples["open"])
     lines += ["", f"API keys (authentication, tenant check, rate limit) vs open: "
               f"{keys_minus_open:+.3f} ms at the median."]  # fmt: skip
+    lines += gate_cost(args.redis_url, args.keys, args.gate_requests)
     text = "\n".join(lines)
     print(text)
     if args.markdown:
