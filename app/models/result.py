@@ -64,8 +64,10 @@ class QualityReport(BaseModel):
         default=None,
         description="What each cleaning step did: `noise` (method, gain_db, noise_floor_dbfs, "
         "strength 0–1 after back-off), `wind` (detected_fraction, mean_score), `declick` "
-        "(clicks_repaired, pops_attenuated), `echo` (erle_db, delay_ms, double_talk; or "
-        "late_reflections_rt60_s), `dereverb` (rt60_before_s, rt60_after_s).",
+        "(clicks_repaired, pops_attenuated; clicks_skipped, pops_skipped: marginal detections "
+        "left alone because the channel showed no evident click or pop), `echo` (erle_db, "
+        "delay_ms, double_talk; or late_reflections_rt60_s), `dereverb` (rt60_before_s, "
+        "rt60_after_s).",
     )
 
 

@@ -34,6 +34,9 @@ class CleaningReport:
         noise: the noise/wind stage (WADA-SNR before and after, gains), if it ran.
         clicks_repaired: clicks found and interpolated (``None`` without ``declick``).
         pops_attenuated: plosive pops attenuated (``None`` without ``declick``).
+        clicks_skipped, pops_skipped: marginal detections left alone by the back-off (their
+            channel showed no evident click / pop: clean recordings stay untouched; see
+            ``restore.EVIDENCE_DB``); ``None`` without ``declick``.
         echo: ``{"erle_db", "delay_ms", "double_talk"}`` with a reference channel,
             ``{"late_reflections_rt60_s"}`` without one; ``None`` without ``echo``.
         rt60_before_s, rt60_after_s: blind RT60 estimates around dereverberation, seconds
@@ -43,6 +46,8 @@ class CleaningReport:
     noise: D.NoiseStageReport | None = None
     clicks_repaired: int | None = None
     pops_attenuated: int | None = None
+    clicks_skipped: int | None = None
+    pops_skipped: int | None = None
     echo: dict[str, float] | None = None
     rt60_before_s: float | None = None
     rt60_after_s: float | None = None
@@ -98,7 +103,8 @@ def clean(
     if options.declick:
         samples, clicks = R.repair_clicks(samples, sample_rate=sample_rate)
         samples, pops = R.attenuate_pops(samples, sample_rate=sample_rate)
-        report = replace(report, clicks_repaired=clicks.count, pops_attenuated=pops.count)
+        report = replace(report, clicks_repaired=clicks.count, pops_attenuated=pops.count,
+                         clicks_skipped=clicks.skipped, pops_skipped=pops.skipped)  # fmt: skip
     if options.method != "off" or options.wind:
         samples, noise = D.denoise(
             samples, sample_rate=sample_rate, method=NOISE_METHODS[options.method],

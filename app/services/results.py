@@ -309,7 +309,9 @@ def _cleaning_meta(report: CleaningReport | None) -> dict[str, Any]:
             }
     if report.clicks_repaired is not None:
         cleaning["declick"] = {"clicks_repaired": report.clicks_repaired,
-                               "pops_attenuated": report.pops_attenuated}  # fmt: skip
+                               "pops_attenuated": report.pops_attenuated,
+                               "clicks_skipped": report.clicks_skipped,
+                               "pops_skipped": report.pops_skipped}  # fmt: skip
     if report.echo is not None:
         cleaning["echo"] = {k: _finite_or_none(round(v, 3)) for k, v in report.echo.items()}
     if report.rt60_before_s is not None:
