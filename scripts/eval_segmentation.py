@@ -40,8 +40,11 @@ Usage::
 
     python scripts/eval_segmentation.py [--markdown PATH] [--quick] [--repeats N]
 
-``--quick`` (CI) scores count.wav, the clean, 20 dB and 5 dB mixtures, and asserts the targets
-(pause-boundary F1 ≥ 0.9 at 20 dB; at the other SNRs it is reported, not asserted).
+``--quick`` (CI) scores count.wav, the clean, 20 dB and 5 dB mixtures, and asserts the quality
+targets (the speed targets are reported, not asserted: CI machines and their load differ);
+pause-boundary F1 is asserted on every mixture row it scores: ≥ 0.9 where the default backend
+meets it, and, where it does not yet (clean, 10 and 5 dB), ≥ the floor of
+``PAUSE_F1_FLOOR`` (the measured value less about one boundary's worth), so a regression fails.
 """
 
 from __future__ import annotations
@@ -94,6 +97,9 @@ TARGET_MIX5_F1 = 0.90
 TARGET_ENERGY_GAP = 0.03
 TARGET_ENERGY_SPEEDUP = 20.0
 TARGET_PAUSE_F1 = 0.90
+#: Regression floors of the default backend's pause-boundary F1 where the target is not met
+#: yet (measured: clean 0.884, 10 dB 0.730, 5 dB 0.672; docs/quality.md).
+PAUSE_F1_FLOOR = {"clean": 0.85, "20 dB": TARGET_PAUSE_F1, "10 dB": 0.70, "5 dB": 0.63}
 TARGET_ENERGY_SECONDS = 0.05
 
 Segments = list[tuple[float, float]]
@@ -546,7 +552,7 @@ def markdown(
     lines = [
         "## Voice activity and pauses",
         "",
-        machine(load=True) + ("; quick run (count.wav and 5 dB only)" if quick else "") + ".",
+        machine(load=True) + ("; quick run (count.wav, clean, 20 and 5 dB)" if quick else "") + ".",
         f" `auto` = `{AUTO_BACKEND}`.",
         "",
         "Frame F1 (precision / recall), 10 ms frames; rows pool their cases' frame counts:",
@@ -626,23 +632,33 @@ def check_targets(
             f"{seconds[silero_anchor] / seconds['energy (ours)']:.0f}×; than our batched "
             f"silero: {cpu['silero (ours, batched)'] / cpu['energy (ours)']:.0f}×)",
             cpu[silero_anchor] / cpu["energy (ours)"] >= TARGET_ENERGY_SPEEDUP,
-            True,
+            False,  # speed is reported, never asserted in CI (machines and load differ)
         ),
         *[
             (
                 f"default pause-boundary F1 on {row} {default[row].boundary_f1:.3f} ≥ "
                 f"{TARGET_PAUSE_F1}",
                 default[row].boundary_f1 >= TARGET_PAUSE_F1,
-                row == "20 dB",
+                PAUSE_F1_FLOOR[row] >= TARGET_PAUSE_F1,
             )
-            for row in ("clean", "20 dB", "10 dB", "5 dB")
+            for row in PAUSE_F1_FLOOR
             if row in default
+        ],
+        *[
+            (
+                f"default pause-boundary F1 on {row} {default[row].boundary_f1:.3f} ≥ "
+                f"{PAUSE_F1_FLOOR[row]} (regression floor while the target is missed)",
+                default[row].boundary_f1 >= PAUSE_F1_FLOOR[row],
+                True,
+            )
+            for row in PAUSE_F1_FLOOR
+            if row in default and PAUSE_F1_FLOOR[row] < TARGET_PAUSE_F1
         ],
         (
             f"energy VAD + phrases on {BENCH_SECONDS} s: "
             f"{seconds['energy + phrases (ours)']:.4f} s < {TARGET_ENERGY_SECONDS} s",
             seconds["energy + phrases (ours)"] < TARGET_ENERGY_SECONDS,
-            True,
+            False,  # speed is reported, never asserted in CI
         ),
     ]
 

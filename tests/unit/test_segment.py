@@ -151,6 +151,109 @@ def test_speech_like_bursts_at_5_db_snr_are_found() -> None:
         assert f1(hypothesis, truth) > 0.85  # the SNR-dependent hangover pads the ends
 
 
+@pytest.mark.parametrize("snr_db", [None, 20.0, 10.0])
+def test_pause_edges_are_refined_without_the_hangover(snr_db: float | None) -> None:
+    spans = [(0.5, 1.3), (1.8, 2.5), (3.0, 3.6)]
+    for seed in range(2):
+        x = harmonic_bursts(spans, snr_db=snr_db, seed=seed)
+        found = vad(x, sample_rate=SR, hop_length=HOP).segments
+        assert len(found) == 3
+        inner = [found[0].end_s, found[1].start_s, found[1].end_s, found[2].start_s]
+        assert np.allclose(inner, [1.3, 1.8, 2.5, 3.0], atol=0.035 if snr_db == 10.0 else 0.015)
+    if snr_db == 10.0:  # the last offset borders no pause: it keeps the SNR-dependent hangover
+        assert found[2].end_s > 3.65
+
+
+def test_refinement_moves_late_edges_to_the_pause_and_keeps_short_gaps() -> None:
+    for seed in range(3):  # edges as the hangover at 10 dB SNR leaves them (≈ 60 / 30 ms)
+        x = harmonic_bursts([(0.5, 1.3), (1.8, 2.5)], snr_db=10.0, seed=seed)
+        late = torch.tensor([0.5, 1.77], dtype=torch.float64), torch.tensor([1.36, 2.5])
+        start, end = segment.refine_pause_edges(x, late[0], late[1].double(), sample_rate=SR)
+        assert end[0] == pytest.approx(1.3, abs=0.01)
+        assert start[1] == pytest.approx(1.8, abs=0.01)
+        assert (start[0], end[1]) == (0.5, 2.5)  # edges that border no pause stay
+    short = torch.tensor([0.5, 1.35], dtype=torch.float64), torch.tensor([1.3, 2.5])
+    start, end = segment.refine_pause_edges(x, short[0], short[1].double(), sample_rate=SR)
+    assert torch.equal(start, short[0]) and torch.equal(end, short[1].double())  # 50 ms gap
+
+
+def test_blips_that_do_not_stand_out_from_the_pause_are_dropped() -> None:
+    # Bursts at 0.5–1.3 and 2.4–3.0 s, a quiet 150 ms burst at 1.8 s (−14 dB: about 14 dB over
+    # the noise in 150–600 Hz), and a 150 ms stretch of the noise itself at 2.1 s.
+    x = harmonic_bursts([(0.5, 1.3), (2.4, 3.0)], noise=0.03)
+    x += 0.2 * harmonic_bursts([(1.8, 1.95)], noise=0.0)
+    start = torch.tensor([0.5, 1.8, 2.1, 2.4], dtype=torch.float64)
+    end = torch.tensor([1.3, 1.95, 2.25, 3.0], dtype=torch.float64)
+    keep = segment.drop_background_blips(x, start, end, sample_rate=SR)
+    assert keep.tolist() == [True, True, False, True]
+
+
+def test_chunked_analysis_equals_the_whole_signal_decimation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    x = harmonic_bursts([(0.5, 1.2), (1.6, 2.4), (2.9, 4.6)], seconds=5.0, snr_db=10.0)
+    y8 = segment._to_rate(x, SR, 8000)
+    y4 = segment._to_rate(y8, 8000, 4000)
+    monkeypatch.setattr(segment, "_CHUNK_FRAMES", 64)
+    blocks = list(segment._analysis_blocks(x, sample_rate=SR, hop_length=HOP))
+    assert len(blocks) == -(-(1 + x.shape[-1] // HOP) // 64)
+    for _, _, part8, origin8, part4, origin4 in blocks:
+        for whole, part, origin in ((y8, part8, origin8), (y4, part4, origin4)):
+            # 16 samples at a cut inside the signal feel it (the filters' reach); the frames of
+            # the block lie far inside (the margin).
+            lo = origin + 16 if origin > 0 else 0
+            hi = min(origin + part.shape[-1] - 16, whole.shape[-1])
+            assert torch.allclose(part[lo - origin : hi - origin], whole[lo:hi], atol=1e-6)
+            assert not part[: max(0, -origin)].any()  # zero before the signal, as the whole's
+    small = vad(x, sample_rate=SR, hop_length=HOP)
+    monkeypatch.setattr(segment, "_CHUNK_FRAMES", 10**6)
+    whole_result = vad(x, sample_rate=SR, hop_length=HOP)
+    assert torch.allclose(small.prob, whole_result.prob, atol=1e-5)
+    assert [(s.start_s, s.end_s) for s in small.segments] == [
+        (s.start_s, s.end_s) for s in whole_result.segments
+    ]
+
+
+_PEAK_MEMORY = """
+import re, sys, torch
+from app.pipeline.segment import phrases, vad
+torch.set_num_threads(1)
+def status(key):
+    text = open("/proc/self/status").read()
+    return int(re.search(key + r":\\s+(\\d+) kB", text).group(1)) * 1024
+def signal(seconds):
+    t = torch.arange(int(seconds * 16000)) / 16000
+    bursts = torch.sin(2 * torch.pi * 150 * t) * (torch.sin(2 * torch.pi * 0.5 * t) > 0)
+    return (0.1 * bursts + 0.01 * torch.randn(t.shape[-1])).float()
+phrases(vad(signal(5), sample_rate=16000, hop_length=160))
+for seconds in map(float, sys.argv[1:]):
+    x = signal(seconds)
+    open("/proc/self/clear_refs", "w").write("5")  # reset the peak resident size
+    base = status("VmRSS")
+    result = vad(x, sample_rate=16000, hop_length=160)
+    phrases(result)
+    print(seconds, status("VmHWM") - base, len(result.segments))
+    del result, x
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
+def test_peak_memory_beyond_the_signal_does_not_grow_with_its_length() -> None:
+    # Large allocations are mmapped (and returned on free), so the peak resident size over the
+    # call is the peak of what it allocates.
+    env = {"MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [sys.executable, "-c", _PEAK_MEMORY, "60", "600"],
+        cwd=Path(ROOT), env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    lines = [line.split() for line in out.stdout.strip().splitlines()]
+    extra = {float(s): int(b) for s, b, _ in lines}
+    assert [int(n) for *_, n in lines] == [30, 300]  # one segment per burst
+    signal_600 = 600 * 16000 * 4
+    assert extra[600.0] < 0.75 * signal_600  # 21.6 MB measured, the signal is 38.4 MB
+    assert extra[600.0] - extra[60.0] < 0.05 * signal_600  # 1.2 MB measured: frame tracks
+
+
 @pytest.mark.parametrize(("sample_rate", "hop"), [(8000, 80), (22050, 220), (48000, 480)])
 def test_other_sample_rates(sample_rate: int, hop: int) -> None:
     spans = [(0.5, 1.2), (1.6, 2.4)]
