@@ -1,20 +1,27 @@
 """Batched extraction against one-by-one: 32 clips of 5 s of real speech, one CPU thread.
 
 The clips are cut from ``../shared/data/speech`` (16 kHz PCM16 WAV, each clip different). Both
-paths run the same feature extraction (log-mel, MFCC with Δ/ΔΔ, energy, ZCR; no cleaning, no
-VAD):
+paths run the same feature extraction, no cleaning, no VAD: with ``--features extraction`` (the
+default) log-mel, MFCC with Δ/ΔΔ, energy, ZCR; with ``--features default`` the default feature
+options (log-mel, MFCC, pitch, energy):
 
-(a) in-process: ``Pipeline.run_batch`` (the code behind ``POST /process/batch``) against
-    ``Pipeline.run`` per clip;
+(a) in-process: ``Pipeline.run_batch`` (the code behind ``POST /process/batch``, default
+    ``batch_size``) against ``Pipeline.run`` per clip, interleaved; also the time of each
+    pipeline step (``normalize`` includes the loudness measurement, ``features`` the feature
+    stage) summed over the clips;
 (b) through the API (the ASGI app in-process, no network): one ``POST /process/batch`` with all
     clips against one ``POST /process`` per clip. Each repeat changes the loudness target by
     1e-4 LU so that every request misses the cache.
 
-Prints clips per second for each and their ratio.
+Prints clips per second for each and their ratio, with the load average before and after (the
+machine may be shared) and glibc's malloc tuning variables when set (``MALLOC_MMAP_THRESHOLD_``
+and ``MALLOC_TRIM_THRESHOLD_`` keep large freed buffers for reuse instead of returning them to
+the OS, which saves the page faults of the batch's buffers).
 
 Usage::
 
     python scripts/bench_batch.py [--clips 32] [--seconds 5] [--repeats 7]
+                                  [--features extraction|default] [--no-api]
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ sys.path.insert(0, str(REPO))
 
 from app.models.options import ProcessingOptions
 from app.pipeline.decode import DecodeLimits
-from app.pipeline.runner import Pipeline
+from app.pipeline.runner import Pipeline, PipelineResult
 
 #: Feature extraction only (no cleaning, no VAD): what batching speeds up.
 EXTRACTION = {
@@ -51,6 +58,8 @@ EXTRACTION = {
     "segment": {"vad": "off"},
     "features": {"names": ["log_mel", "mfcc", "energy", "zcr"], "deltas": 2},
 }
+#: The default feature options (pitch included), also without cleaning and VAD.
+DEFAULT_FEATURES = {key: value for key, value in EXTRACTION.items() if key != "features"}
 
 
 def make_clips(count: int, seconds: float) -> list[bytes]:
@@ -75,38 +84,54 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--features", choices=["extraction", "default"], default="extraction")
+    parser.add_argument("--no-api", action="store_true", help="skip the API measurement")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    options = ProcessingOptions.model_validate(EXTRACTION)
+    config = EXTRACTION if args.features == "extraction" else DEFAULT_FEATURES
+    options = ProcessingOptions.model_validate(config)
     pipeline = Pipeline(torch.device("cpu"), DecodeLimits())
     pipeline.warmup(options)
     clips = make_clips(args.clips, args.seconds)
+    tuning = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}
+    print(f"load average before: {os.getloadavg()[0]:.2f}; malloc tuning: {tuning or 'none'}")
 
-    def one_by_one() -> None:
-        for clip in clips:
-            pipeline.run(clip, options)
+    def one_by_one() -> list[PipelineResult]:
+        return [pipeline.run(clip, options) for clip in clips]
 
-    def batched() -> None:
-        pipeline.run_batch(clips, options)
+    def batched() -> list[PipelineResult]:
+        return [r for r in pipeline.run_batch(clips, options) if isinstance(r, PipelineResult)]
 
     times: dict[str, list[float]] = {"one by one": [], "batched": []}
+    steps: dict[str, dict[str, list[float]]] = {"one by one": {}, "batched": {}}
     for _ in range(args.repeats):  # interleaved, so drift hits both alike
         for name, run in (("one by one", one_by_one), ("batched", batched)):
             start = time.perf_counter()
-            run()
+            results = run()
             times[name].append(time.perf_counter() - start)
-    print(f"{args.clips} clips × {args.seconds:g} s, 1 thread, median of {args.repeats}:")
+            for step in dict.fromkeys(step for r in results for step, _ in r.steps):
+                total = sum(ms for r in results for s, ms in r.steps if s == step)
+                steps[name].setdefault(step, []).append(total)
+    print(
+        f"{args.clips} clips × {args.seconds:g} s, {args.features} features, 1 thread, "
+        f"batch_size {pipeline.batch_size}, median of {args.repeats}:"
+    )
     medians = {name: statistics.median(values) for name, values in times.items()}
     for name, value in medians.items():
+        per_step = "  ".join(
+            f"{step} {statistics.median(values):.1f}" for step, values in steps[name].items()
+        )
         print(
             f"  {name:<11} {value * 1000:8.1f} ms  {args.clips / value:8.1f} clips/s  "
-            f"{args.clips * args.seconds / value:8.0f}× real time"
+            f"{args.clips * args.seconds / value:8.0f}× real time  (steps, ms: {per_step})"
         )
     print(f"  batched / one-by-one throughput: {medians['one by one'] / medians['batched']:.2f}×")
-    bench_api(clips, args)
+    if not args.no_api:
+        bench_api(clips, config, args)
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
-def bench_api(clips: list[bytes], args: argparse.Namespace) -> None:
+def bench_api(clips: list[bytes], config: dict, args: argparse.Namespace) -> None:
     import json
     import tempfile
 
@@ -121,7 +146,7 @@ def bench_api(clips: list[bytes], args: argparse.Namespace) -> None:
         for repeat in range(args.repeats + 1):
             options = json.dumps(
                 {
-                    **EXTRACTION,
+                    **config,
                     "loudness": {"target": -23.0 + 1e-4 * repeat},
                 }
             )
@@ -133,7 +158,7 @@ def bench_api(clips: list[bytes], args: argparse.Namespace) -> None:
                 assert response.status_code == 200 and not response.json()["cached"]
             one = time.perf_counter() - start
             # Another target again: the batch must not find the one-by-one results cached.
-            options = json.dumps({**EXTRACTION, "loudness": {"target": -24.0 + 1e-4 * repeat}})
+            options = json.dumps({**config, "loudness": {"target": -24.0 + 1e-4 * repeat}})
             start = time.perf_counter()
             response = client.post(
                 "/process/batch",

@@ -128,16 +128,47 @@ class PipelineResult:
     segmentation: Segmentation | None = None
 
 
-def _spectra(
-    signals: Sequence[torch.Tensor], frames: FrameSpec
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pad each ``(channel, time)`` signal by its own edges, zero-extend them to one
-    ``(batch, channel, time)`` tensor, and compute its power spectrogram
-    ``(batch, channel, freq, frame)``: every signal's frames are those it would have alone."""
-    padded = [pad_signal(signal, frames) for signal in signals]
-    longest = max(p.shape[-1] for p in padded)
-    batch = torch.stack([F.pad(p, (0, longest - p.shape[-1])) for p in padded])
-    return batch, stft_power(batch, frames, padded=True)
+def _spectra(padded: Sequence[torch.Tensor], frames: FrameSpec) -> list[torch.Tensor]:
+    """Power spectrogram ``(channel, n_fft // 2 + 1, frame)`` of each signal ``(channel, time)``
+    padded by :func:`~app.pipeline.features.frames.pad_signal`, with the frames it has alone.
+
+    On CUDA the signals, zero-extended into one batch, go through one STFT. On the CPU each goes
+    through its own: the STFT is memory-bound there, and one 5 s signal's frames and spectrum
+    (1 MB each) stay in a 2 MB L2 cache where a batch's do not (in torch.profiler, the FFT of
+    4 × 5 s at once took 3× as long per signal as one at a time).
+    """
+    if padded[0].device.type == "cpu":
+        return [stft_power(signal, frames, padded=True) for signal in padded]
+    power = stft_power(_stack(padded), frames, padded=True)
+    edges = 2 * (frames.n_fft // 2)
+    return [
+        row[..., : frames.num_frames(signal.shape[-1] - edges)]
+        for row, signal in zip(power, padded, strict=True)
+    ]
+
+
+def _stack(rows: Sequence[torch.Tensor], scales: Sequence[float] | None = None) -> torch.Tensor:
+    """Zero-extend tensors ``(..., length_i)`` of one shape but the last into one ``(batch, ...,
+    longest)``, each multiplied by its ``scales`` entry (default: unscaled) on the way.
+
+    A frame-major spectrogram (the STFT's own layout) stays frame-major, and only the
+    extensions are zero-filled: every row is written once, in order.
+    """
+    first, longest = rows[0], max(row.shape[-1] for row in rows)
+    if first.dim() >= 2 and first.stride(-1) != 1:
+        stacked = first.new_empty(len(rows), *first.shape[:-2], longest, first.shape[-2])
+        stacked = stacked.transpose(-1, -2)
+    else:
+        stacked = first.new_empty(len(rows), *first.shape[:-1], longest)
+    for index, (target, row) in enumerate(zip(stacked, rows, strict=True)):
+        length = row.shape[-1]
+        if scales is None:
+            target[..., :length] = row
+        else:
+            torch.mul(row, scales[index], out=target[..., :length])
+        if length < longest:
+            target[..., length:] = 0.0
+    return stacked
 
 
 def _mean_over(track: torch.Tensor, start_s: float, end_s: float, frame_rate_hz: float) -> float:
@@ -180,13 +211,14 @@ class Pipeline:
         Args:
             device: where tensors live.
             limits: decoding bounds.
-            batch_size: most signals padded into one tensor by :meth:`run_batch`. Default: 32
-                on CUDA; 1 on the CPU, where the stages are memory-bound and one cache-sized
-                signal at a time is fastest (scripts/bench_batch.py).
+            batch_size: most signals described together by :meth:`run_batch`. Default: 32 on
+                CUDA; 8 on the CPU, where the STFT runs one signal at a time (see
+                :func:`_spectra`) and larger batches of 5 s clips lost to cache misses and
+                page faults of their larger buffers (scripts/bench_batch.py).
         """
         self.device = device
         self.limits = limits
-        self.batch_size = batch_size or (32 if device.type == "cuda" else 1)
+        self.batch_size = batch_size or (32 if device.type == "cuda" else 8)
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -341,19 +373,15 @@ class Pipeline:
         level_ms: list[float] = []
         feature_ms: list[float] = []
         with self._timed(level_ms):
-            batch, power = _spectra([item.samples for item in items], frames)
-            num_frames = [frames.num_frames(item.samples.shape[-1]) for item in items]
+            padded = [pad_signal(item.samples, frames) for item in items]
+            spectra = _spectra(padded, frames)
             # Loudness is always measured on the default 25 ms / 10 ms framing, so that it does
             # not depend on the feature preset; the default preset's STFT is reused as it is.
             meter = resolve(FeatureOptions(), rate).frames
-            window = meter.window(batch.device)
+            window = meter.window(spectra[0].device)
             measured: list[tuple[float, float, N.GainDecision, list[str]]] = []
             for index, item in enumerate(items):
-                meter_power = (
-                    power[index, ..., : num_frames[index]]
-                    if meter == frames
-                    else stft_power(item.samples, meter)
-                )
+                meter_power = spectra[index] if meter == frames else stft_power(item.samples, meter)
                 lufs = N.integrated_loudness(
                     meter_power,
                     sample_rate=rate,
@@ -365,12 +393,13 @@ class Pipeline:
                 warnings: list[str] = []
                 gain = self._loudness_gain(options, item.samples, lufs, peak, warnings)
                 measured.append((lufs, peak, gain, warnings))
-            amplitudes = torch.tensor(
-                [N.db_to_amplitude(m[2].gain_db) for m in measured], device=batch.device
-            )
-            batch = batch * amplitudes.view(-1, 1, 1)
-            power = power * amplitudes.square().view(-1, 1, 1, 1)
-        signals = [item.samples * float(amplitudes[i]) for i, item in enumerate(items)]
+            amplitudes = [N.db_to_amplitude(m[2].gain_db) for m in measured]
+            signals = [
+                item.samples * amplitude for item, amplitude in zip(items, amplitudes, strict=True)
+            ]
+            # The gains are applied while stacking: no extra pass over the batch.
+            batch = _stack(padded, amplitudes)
+            power = _stack(spectra, [amplitude**2 for amplitude in amplitudes])
         levels = [(m[0] + m[2].gain_db, m[1] + m[2].gain_db) for m in measured]
         dynamics: list[DynamicsReport | None] = [None] * len(items)
         compress_ms: list[float] = []
@@ -381,7 +410,8 @@ class Pipeline:
                         signal, sample_rate=rate, options=options.compression
                     )
                     levels[index] = self._levels(signals[index], rate)
-                batch, power = _spectra(signals, frames)
+                padded = [pad_signal(signal, frames) for signal in signals]
+                batch, power = _stack(padded), _stack(_spectra(padded, frames))
         segment_ms: list[float] = []
         with self._timed(segment_ms):
             segmentations = [self._segment(s, frames.hop_length, options) for s in signals]
@@ -391,7 +421,9 @@ class Pipeline:
                         segmentations[index], signals[index] = self._cut(
                             signals[index], seg, frames.hop_length, options
                         )
-                batch, power = _spectra(signals, frames)  # the features describe the cut audio
+                # The features describe the cut audio.
+                padded = [pad_signal(signal, frames) for signal in signals]
+                batch, power = _stack(padded), _stack(_spectra(padded, frames))
         with self._timed(feature_ms):
             features = compute_features(
                 batch,
@@ -587,11 +619,12 @@ class Pipeline:
         loudness = options.loudness
         if loudness.mode == "off":
             return N.GainDecision(0.0, None, not math.isfinite(lufs))
-        level, target, unit = {
-            "lufs": (lufs, loudness.target, "LUFS"),
-            "rms": (N.rms_dbfs(samples), loudness.target, "dBFS RMS"),
-            "peak": (peak, loudness.peak_dbfs, "dBFS peak"),
-        }[loudness.mode]
+        if loudness.mode == "lufs":
+            level, target, unit = lufs, loudness.target, "LUFS"
+        elif loudness.mode == "rms":  # measured only when asked for: a pass over the samples
+            level, target, unit = N.rms_dbfs(samples), loudness.target, "dBFS RMS"
+        else:
+            level, target, unit = peak, loudness.peak_dbfs, "dBFS peak"
         if not math.isfinite(lufs):
             # Below the BS.1770 absolute gate in every block: nothing to normalize.
             warnings.append("The input is silent (below −70 LUFS); it was not amplified.")

@@ -97,6 +97,66 @@ def test_deltas_of_a_ramp() -> None:
     assert torch.allclose(out[6:9, 4:-4], torch.zeros(3, 12), atol=1e-6)
 
 
+def test_deltas_of_a_padded_batch_equal_each_item_alone() -> None:
+    import torchaudio.functional as AF
+
+    def reference(x: torch.Tensor) -> torch.Tensor:  # torchaudio's conv1d implementation
+        delta = AF.compute_deltas(x, win_length=5, mode="replicate")
+        return torch.cat([x, delta, AF.compute_deltas(delta, win_length=5, mode="replicate")], -2)
+
+    batch = torch.randn(3, 1, 13, 40)
+    lengths = [40, 17, 2]
+    torch.testing.assert_close(with_deltas(batch, 2), reference(batch))
+    out = with_deltas(batch, 2, lengths=lengths)
+    assert out.shape == (3, 1, 39, 40)
+    for index, length in enumerate(lengths):
+        torch.testing.assert_close(out[index, ..., :length], reference(batch[index, ..., :length]))
+
+
+def test_log_mel_equals_the_dense_filterbank_product() -> None:
+    import torchaudio.functional as AF
+
+    power = stft_power(
+        torch.tensor(tone(440, 1.0, 16000))[None] + 0.01 * torch.randn(1, 16000), FRAMES
+    )
+    for n_mels, f_min, f_max in [(80, 0.0, 8000.0), (23, 20.0, 7600.0), (128, 0.0, 8000.0)]:
+        bank = AF.melscale_fbanks(
+            257, f_min, f_max, n_mels, 16000, norm="slaney", mel_scale="slaney"
+        )
+        dense = power_to_db(torch.matmul(bank.T, power))
+        grouped = log_mel(power, frames=FRAMES, n_mels=n_mels, f_min=f_min, f_max=f_max)
+        torch.testing.assert_close(grouped, dense, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("frames", [FRAMES, FrameSpec(8000, 7, 7, 3, "constant")])
+def test_energy_and_zcr_of_a_batch_equal_the_framed_definitions(frames: FrameSpec) -> None:
+    from app.pipeline.features.frames import frame_signal
+
+    x = torch.randn(2, 1, 1603)
+    x[1, :, 800:] = 0.0  # exact zeros count as non-negative
+    x[0, :, -1] = -0.5  # the last frame's zero extension (odd sizes) meets a negative sample
+    framed = frame_signal(x, frames)
+    energy = framed.double().square().sum(-1)
+    signs = framed >= 0
+    crossings = (signs[..., 1:] != signs[..., :-1]).sum(-1)
+    rms, log_energy = frame_energy(x, frames).unbind(-2)
+    torch.testing.assert_close(rms.double(), (energy / frames.win_length).sqrt(), rtol=1e-5, atol=0)
+    torch.testing.assert_close(
+        log_energy.double(), energy.clamp_min(1e-10).log(), rtol=1e-5, atol=0
+    )
+    zcr = zero_crossing_rate(x, frames)[..., 0, :]
+    torch.testing.assert_close(zcr, crossings.float() / frames.win_length, rtol=0, atol=0)
+    # Zero-extended into a longer batch, each signal keeps its frames.
+    padded = torch.nn.functional.pad(pad_signal(x, frames), (0, 37))
+    count = frames.num_frames(x.shape[-1])
+    torch.testing.assert_close(
+        zero_crossing_rate(padded, frames, padded=True)[..., :count], zcr[..., None, :]
+    )
+    torch.testing.assert_close(
+        frame_energy(padded, frames, padded=True)[..., :count], frame_energy(x, frames)
+    )
+
+
 def test_cmvn_and_aggregate() -> None:
     x = torch.randn(4, 500) * 3 + 7
     normalized = normalize_frames(x, "cmvn")

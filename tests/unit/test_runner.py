@@ -60,6 +60,36 @@ def test_padded_batches_equal_single_runs(preset: str) -> None:
                 )
 
 
-def test_cpu_default_batch_size_is_one_and_cuda_32() -> None:
-    assert Pipeline(torch.device("cpu"), DecodeLimits()).batch_size == 1
+def test_batched_pitch_and_deltas_equal_single_runs() -> None:
+    """Default features (pitch tracked jointly for clips of one length) with Δ/ΔΔ, on clips of
+    equal and of different lengths, in one batch."""
+    rng = np.random.default_rng(5)
+
+    def clip(f0_hz: float, seconds: float) -> bytes:
+        voiced = tone(f0_hz, seconds, 16000, 0.3) + tone(3 * f0_hz, seconds, 16000, 0.1)
+        voiced[: int(0.4 * 16000)] = 0.0  # a silent (unvoiced) start
+        noise = 0.01 * rng.standard_normal(voiced.shape[0]).astype(np.float32)
+        return wav_bytes(voiced + noise, 16000)
+
+    clips = [clip(110, 1.5), clip(180, 1.5), clip(240, 1.1), clip(150, 1.5), clip(95, 0.7)]
+    options = ProcessingOptions.model_validate(
+        {"features": {"deltas": 2}, "denoise": {"method": "off"}, "segment": {"vad": "off"}}
+    )
+    single = Pipeline(torch.device("cpu"), DecodeLimits())
+    outcomes = Pipeline(torch.device("cpu"), DecodeLimits(), batch_size=8).run_batch(clips, options)
+    for data, outcome in zip(clips, outcomes, strict=True):
+        alone = single.run_batch([data], options)[0]
+        assert not isinstance(outcome, Exception) and not isinstance(alone, Exception)
+        assert list(outcome.features) == ["log_mel", "mfcc", "pitch_hz", "voicing", "energy"]
+        assert bool(alone.features["voicing"].data[1].any())  # the tones are tracked as voiced
+        assert not bool(alone.features["voicing"].data[1, :30].any())  # the silence is not
+        for name, feature in alone.features.items():
+            torch.testing.assert_close(
+                outcome.features[name].data, feature.data, atol=2e-3, rtol=1e-4,
+                equal_nan=True, msg=name,
+            )  # fmt: skip
+
+
+def test_default_batch_sizes() -> None:
+    assert Pipeline(torch.device("cpu"), DecodeLimits()).batch_size == 8
     assert Pipeline(torch.device("cuda"), DecodeLimits()).batch_size == 32

@@ -107,10 +107,12 @@ def compute_features(
 ) -> list[dict[str, FeatureArray]]:
     """Compute the requested features of a batch of signals.
 
-    Frame-level transforms on the STFT run on the whole batch at once; features that follow
-    another toolkit's framing (the whisper and kaldi presets) or that need the bare samples run
-    per signal. Deltas, normalization and aggregation then run per signal on its own frames, so a
-    signal's features do not depend on what it was batched with.
+    Frame-level transforms on the STFT and the samples (log-mel, MFCC with its deltas, energy,
+    ZCR) run on the whole batch at once; the pitch track runs once per group of signals of equal
+    length (see :class:`_Pitch`); features that follow another toolkit's framing (the whisper and
+    kaldi presets) or that need the bare samples run per signal. Normalization and aggregation
+    then run per signal on its own frames, so a signal's features do not depend on what it was
+    batched with.
 
     Args:
         padded: signals padded by :func:`~app.pipeline.features.frames.pad_signal` and
@@ -129,6 +131,7 @@ def compute_features(
     frames = config.frames
     names = options.resolved_names
     toolkit = options.preset in _TOOLKIT_PRESETS
+    counts = [frames.num_frames(length) for length in lengths]
     batched: dict[str, _Raw] = {}
     mel_db: torch.Tensor | None = None
     for name in names:
@@ -152,7 +155,11 @@ def compute_features(
                     f_max=config.f_max,
                     top_db=config.top_db,
                 )
-            data = mel_db if name == "log_mel" else mfcc(mel_db, n_mfcc=config.n_mfcc)
+            data = (
+                mel_db
+                if name == "log_mel"
+                else with_deltas(mfcc(mel_db, n_mfcc=config.n_mfcc), options.deltas, lengths=counts)
+            )
             batched[name] = _Raw(data, _UNITS[name])
         elif name == "energy":
             energy = frame_energy(padded, frames, padded=True)
@@ -165,13 +172,11 @@ def compute_features(
             batched[name] = _Raw(zero_crossing_rate(padded, frames, padded=True), _UNITS[name])
     results: list[dict[str, FeatureArray]] = []
     start = frames.n_fft // 2
-    for index, length in enumerate(lengths):
-        count = frames.num_frames(length)
-        samples = padded[index, :, start : start + length]
-        if samples.shape[0] == 1:
-            samples = samples[0]
+    signals = [padded[index, :, start : start + length] for index, length in enumerate(lengths)]
+    pitch = _Pitch([s[0] if s.shape[0] == 1 else s for s in signals], config, options)
+    for index, count in enumerate(counts):
         raw: dict[str, _Raw] = {}
-        signal = _Signal(samples, power[index, ..., :count], config, options)
+        signal = _Signal(pitch, index, power[index, ..., :count], config, options)
         for name in names:
             if name in _FROM_SEGMENTATION:
                 continue
@@ -183,7 +188,8 @@ def compute_features(
                 raw.update(signal.feature(name))
         features: dict[str, FeatureArray] = {}
         for key, item in raw.items():
-            data = with_deltas(item.data, options.deltas) if key == "mfcc" else item.data
+            deltas = key == "mfcc" and key not in batched  # the batch has them already
+            data = with_deltas(item.data, options.deltas) if deltas else item.data
             rate = item.frame_rate_hz or frames.frame_rate_hz
             normalized = data if key in _NOT_NORMALIZED else _normalize(key, data, options, rate)
             features[key] = FeatureArray(
@@ -203,25 +209,56 @@ def compute_features(
     return results
 
 
-class _Signal:
-    """One signal's per-signal features; the pitch track is computed once and shared."""
+class _Pitch:
+    """The pitch tracks of a batch's signals, computed on first use, once, for every feature
+    that needs them.
+
+    Signals of the same shape are tracked in one call on their stack (8 × 5 s took 0.57× the
+    time of 8 calls). Signals of other lengths are not padded together: the decoder scores
+    whole tracks, so frames past a signal's end would change its path.
+    """
 
     def __init__(
-        self, samples: torch.Tensor, power: torch.Tensor, config: FeatureConfig,
+        self, signals: Sequence[torch.Tensor], config: FeatureConfig, options: FeatureOptions
+    ) -> None:
+        self.signals = signals  # each (time,) or (channel, time)
+        self.frames = config.frames
+        self.options = options
+
+    @cached_property
+    def tracks(self) -> list[PitchTrack]:
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for index, signal in enumerate(self.signals):
+            groups.setdefault(tuple(signal.shape), []).append(index)
+        tracks: dict[int, PitchTrack] = {}
+        for indices in groups.values():
+            joint = track_pitch(
+                torch.stack([self.signals[i] for i in indices]),
+                sample_rate=self.frames.sample_rate, hop_length=self.frames.hop_length,
+                f_min=self.options.pitch_f_min, f_max=self.options.pitch_f_max,
+            )  # fmt: skip
+            for row, index in enumerate(indices):
+                tracks[index] = PitchTrack(joint.f0_hz[row], joint.voicing[row], joint.voiced[row])
+        return [tracks[index] for index in range(len(self.signals))]
+
+
+class _Signal:
+    """One signal's per-signal features; its pitch track comes from the batch's :class:`_Pitch`."""
+
+    def __init__(
+        self, pitch: _Pitch, index: int, power: torch.Tensor, config: FeatureConfig,
         options: FeatureOptions,
     ) -> None:  # fmt: skip
-        self.samples = samples  # (time,) or (channel, time)
-        self.power = power[0] if power.shape[0] == 1 and samples.dim() == 1 else power
+        self._pitch, self._index = pitch, index
+        self.samples = pitch.signals[index]  # (time,) or (channel, time)
+        self.power = power[0] if power.shape[0] == 1 and self.samples.dim() == 1 else power
         self.frames = config.frames
         self.config = config
         self.options = options
 
-    @cached_property
+    @property
     def pitch(self) -> PitchTrack:
-        return track_pitch(
-            self.samples, sample_rate=self.frames.sample_rate, hop_length=self.frames.hop_length,
-            f_min=self.options.pitch_f_min, f_max=self.options.pitch_f_max,
-        )  # fmt: skip
+        return self._pitch.tracks[self._index]
 
     def _mono(self, name: str) -> torch.Tensor:
         if self.samples.dim() != 1:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from app.pipeline.features.frames import FrameSpec, frame_signal
@@ -25,7 +27,8 @@ def frame_energy(samples: torch.Tensor, frames: FrameSpec, *, padded: bool = Fal
         ``log_energy`` without dither or pre-emphasis).
     """
     framed = frame_signal(samples, frames, padded=padded)
-    energy = framed.square().sum(dim=-1)
-    rms = (energy / frames.win_length).sqrt()
-    log_energy = energy.clamp_min(ENERGY_FLOOR).log()
+    # A norm reduces the strided frames directly; squaring them first would copy every frame.
+    norm = torch.linalg.vector_norm(framed, dim=-1)
+    rms = norm / math.sqrt(frames.win_length)
+    log_energy = norm.square().clamp_min(ENERGY_FLOOR).log()
     return torch.stack([rms, log_energy], dim=-2)

@@ -6,6 +6,7 @@ every feature and the loudness measurement.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
 
 import torch
@@ -44,7 +45,8 @@ def stft_power(samples: torch.Tensor, frames: FrameSpec, *, padded: bool = False
         center=False,
         return_complex=True,
     )
-    power = spec.real.square() + spec.imag.square()
+    power = spec.real.square()
+    power.addcmul_(spec.imag, spec.imag)  # |X|² with one temporary: memory-bound on the CPU
     return power.reshape(*shape[:-1], *power.shape[-2:])
 
 
@@ -74,7 +76,7 @@ def power_to_db(power: torch.Tensor, top_db: float | None = None) -> torch.Tenso
         top_db: when set, values more than ``top_db`` dB below the maximum of each
             ``(freq, frame)`` matrix are raised to that floor (librosa's ``power_to_db``).
     """
-    db = 10.0 * torch.log10(power.clamp_min(POWER_FLOOR))
+    db = power.clamp_min(POWER_FLOOR).log10_().mul_(10.0)  # one new tensor, not three
     if top_db is not None:
         peak = db.amax(dim=(-2, -1), keepdim=True)
         db = torch.maximum(db, peak - top_db)
@@ -133,7 +135,7 @@ def log_mel(
         Tensor of shape ``(..., n_mels, frame)``: ``10·log10(max(mel power, 1e-10))``, dB
         relative to a full-scale power of 1.
     """
-    bank = mel_filterbank(
+    groups = _mel_groups(
         frames.sample_rate,
         frames.n_fft,
         n_mels,
@@ -142,7 +144,40 @@ def log_mel(
         mel_scale,
         power.device,
     )
-    return power_to_db(torch.matmul(bank, power), top_db=top_db)
+    mel_power = torch.cat(
+        [torch.matmul(weights, power[..., first:end, :]) for first, end, weights in groups], dim=-2
+    )
+    return power_to_db(mel_power, top_db=top_db)
+
+
+#: Adjacent mel bands multiplied together by :func:`log_mel`. The filterbank is ~2 % non-zero
+#: (each bin feeds at most two bands), so each group's product covers only the bins its bands
+#: reach: 8 bands per group do a tenth of the dense product's multiplications for 80 bands at
+#: 16 kHz, and took a quarter of its time for 8 × 5 s (the dense product is compute-bound).
+MEL_GROUP = 8
+
+
+@lru_cache(maxsize=32)
+def _mel_groups(
+    sample_rate: int,
+    n_fft: int,
+    n_mels: int,
+    f_min: float,
+    f_max: float,
+    mel_scale: MelScale,
+    device: torch.device,
+) -> tuple[tuple[int, int, torch.Tensor], ...]:
+    """:func:`mel_filterbank` cut into groups of ``MEL_GROUP`` adjacent bands, each as
+    ``(first bin, end bin, weights)``: ``weights`` of shape ``(bands, end − first)`` holds the
+    group's filters on the bins ``[first, end)``; every other bin has weight 0 in all of them."""
+    bank = mel_filterbank(sample_rate, n_fft, n_mels, f_min, f_max, mel_scale, device)
+    groups = []
+    for band in range(0, n_mels, MEL_GROUP):
+        weights = bank[band : band + MEL_GROUP]
+        bins = weights.ne(0).any(dim=0).nonzero()
+        first, end = (int(bins.min()), int(bins.max()) + 1) if bins.numel() else (0, 0)
+        groups.append((first, end, weights[:, first:end].contiguous()))
+    return tuple(groups)
 
 
 @lru_cache(maxsize=32)
@@ -167,21 +202,53 @@ def mfcc(log_mel_db: torch.Tensor, *, n_mfcc: int = 13) -> torch.Tensor:
     return torch.matmul(dct, log_mel_db)
 
 
-def with_deltas(features: torch.Tensor, order: int, win_length: int = 5) -> torch.Tensor:
+def with_deltas(
+    features: torch.Tensor,
+    order: int,
+    win_length: int = 5,
+    *,
+    lengths: Sequence[int] | None = None,
+) -> torch.Tensor:
     """Append Δ (and ΔΔ) regression coefficients along the feature axis.
 
-    The HTK/Kaldi regression formula over ``win_length`` frames (default 5, i.e. ±2), with the
-    edge frames replicated.
+    The HTK/Kaldi regression formula over ``win_length`` frames (default 5, i.e. ±2),
+    ``Δx[t] = Σₙ n·(x[t+n] − x[t−n]) / (2·Σₙ n²)``, with the edge frames replicated
+    (``torchaudio.functional.compute_deltas(mode="replicate")``).
 
     Args:
-        features: tensor of shape ``(..., feature, frame)``.
+        features: tensor of shape ``(..., feature, frame)``; with ``lengths``, a batch
+            ``(batch, ..., feature, frame)`` of items zero-extended to a common frame count.
         order: 0 (unchanged), 1 (append Δ) or 2 (append Δ and ΔΔ).
         win_length: regression window, frames (odd, ≥ 3).
+        lengths: each batch item's own frame count: its last frame is replicated past it, so its
+            coefficients are those it would have alone (frames past it are filler). Default:
+            every item has all the frames.
 
     Returns:
         Tensor of shape ``(..., feature * (order + 1), frame)``.
     """
+    if order == 0:
+        return features
+    reach, frames = (win_length - 1) // 2, features.shape[-1]
+    # Source frame of every position of the edge-replicated track, per batch item.
+    positions = torch.arange(-reach, frames + reach, device=features.device).clamp_min(0)
+    if lengths is None:
+        index = positions.clamp_max(frames - 1)
+    else:
+        ends = torch.tensor(list(lengths), device=features.device)
+        index = torch.minimum(positions, (ends - 1).view(-1, *[1] * (features.dim() - 1)))
+    index = index.expand(*features.shape[:-1], -1)
+    scale = 1.0 / (2 * sum(n * n for n in range(1, reach + 1)))
     parts = [features]
     for _ in range(order):
-        parts.append(AF.compute_deltas(parts[-1], win_length=win_length, mode="replicate"))
+        previous = parts[-1]
+        extended = previous.gather(-1, index)
+        delta = torch.zeros_like(previous)
+        for n in range(1, reach + 1):
+            delta.add_(
+                extended[..., reach + n : reach + n + frames]
+                - extended[..., reach - n : reach - n + frames],
+                alpha=n,
+            )
+        parts.append(delta.mul_(scale))
     return torch.cat(parts, dim=-2)
