@@ -7,6 +7,7 @@ responses) are built once per parameter set and cached.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
@@ -196,25 +197,58 @@ def integrated_loudness(
     ms = frame_mean_square(
         power, n_fft=n_fft, window=window, sample_rate=sample_rate, k_weighted=True
     )  # (channel, frame)
-    n_frames = ms.shape[-1]
-    n_samples = (n_frames - 1) * hop_length
+    return gated_loudness([ms], sample_rate=sample_rate, hop_length=hop_length)[0]
+
+
+def gated_loudness(
+    mean_squares: Sequence[torch.Tensor], *, sample_rate: int, hop_length: int
+) -> list[float]:
+    """BS.1770-4 gating of several signals at once (one set of tensor operations for all).
+
+    Args:
+        mean_squares: per signal, the K-weighted frame mean squares ``(channel, frame_i)``
+            (:func:`frame_mean_square`) of a centred STFT with hop ``hop_length``; the signals
+            have the same channel count and may differ in length.
+        sample_rate: Hz.
+        hop_length: STFT hop, samples.
+
+    Returns:
+        Per signal, its integrated loudness in LUFS (``-inf`` when every 400 ms block is below
+        the absolute gate): what :func:`integrated_loudness` gives for it alone.
+    """
+    device = mean_squares[0].device
     block, step = LOUDNESS_BLOCK_S * sample_rate, LOUDNESS_STEP_S * sample_rate
-    n_blocks = max(1, int((n_samples - block) // step) + 1)
-    starts = torch.arange(n_blocks, device=ms.device, dtype=torch.float64) * step
-    first = torch.ceil(starts / hop_length).long().clamp(max=n_frames - 1)
-    last = torch.maximum(
-        torch.ceil((starts + block) / hop_length).long().clamp(max=n_frames), first + 1
-    )
-    cumulative = torch.nn.functional.pad(ms.double().cumsum(-1), (1, 0))
-    z = (cumulative[:, last] - cumulative[:, first]) / (last - first)  # (channel, block)
-    block_power = z.sum(0)
+    frames = [ms.shape[-1] for ms in mean_squares]
+    counts = [max(1, int(((n - 1) * hop_length - block) // step) + 1) for n in frames]
+    longest, most = max(frames), max(counts)
+    # Cumulative frame energies, zero-extended: (signal, channel, 1 + longest frame).
+    cumulative = torch.zeros(len(frames), mean_squares[0].shape[0], longest + 1,
+                             dtype=torch.float64, device=device)  # fmt: skip
+    for row, ms, n in zip(cumulative, mean_squares, frames, strict=True):
+        torch.cumsum(ms.double(), -1, out=row[:, 1 : n + 1])
+        row[:, n + 1 :] = row[:, n : n + 1]
+    n_frames = torch.tensor(frames, device=device)[:, None]
+    valid = torch.arange(most, device=device) < torch.tensor(counts, device=device)[:, None]
+    starts = torch.arange(most, device=device, dtype=torch.float64) * step
+    first = torch.minimum(torch.ceil(starts / hop_length).long(), n_frames - 1)
+    last = torch.maximum(torch.minimum(torch.ceil((starts + block) / hop_length).long(),
+                                       n_frames), first + 1)  # fmt: skip
+    energy = cumulative.gather(2, last[:, None].expand(-1, cumulative.shape[1], -1))
+    energy -= cumulative.gather(2, first[:, None].expand(-1, cumulative.shape[1], -1))
+    block_power = (energy / (last - first)[:, None]).sum(1)  # (signal, block)
     block_loudness = -0.691 + 10 * torch.log10(block_power.clamp_min(1e-30))
-    gated = block_loudness > ABSOLUTE_GATE_LUFS
-    if not bool(gated.any()):
-        return float("-inf")
-    relative = -0.691 + 10 * torch.log10(block_power[gated].mean()) + RELATIVE_GATE_LU
-    gated &= block_loudness > relative
-    return float(-0.691 + 10 * torch.log10(block_power[gated].mean()))
+    gated = valid & (block_loudness > ABSOLUTE_GATE_LUFS)
+
+    def gated_mean(mask: torch.Tensor) -> torch.Tensor:
+        return (block_power * mask).sum(-1) / mask.sum(-1).clamp_min(1)
+
+    relative = -0.691 + 10 * torch.log10(gated_mean(gated).clamp_min(1e-30)) + RELATIVE_GATE_LU
+    gated &= block_loudness > relative[:, None]
+    loudness = -0.691 + 10 * torch.log10(gated_mean(gated).clamp_min(1e-30))
+    found = gated.any(-1).tolist()
+    return [
+        float(v) if ok else float("-inf") for v, ok in zip(loudness.tolist(), found, strict=True)
+    ]
 
 
 def peak_dbfs(samples: torch.Tensor) -> float:

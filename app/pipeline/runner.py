@@ -379,16 +379,19 @@ class Pipeline:
             # not depend on the feature preset; the default preset's STFT is reused as it is.
             meter = resolve(FeatureOptions(), rate).frames
             window = meter.window(spectra[0].device)
-            measured: list[tuple[float, float, N.GainDecision, list[str]]] = []
-            for index, item in enumerate(items):
-                meter_power = spectra[index] if meter == frames else stft_power(item.samples, meter)
-                lufs = N.integrated_loudness(
-                    meter_power,
-                    sample_rate=rate,
-                    hop_length=meter.hop_length,
+            mean_squares = [
+                N.frame_mean_square(
+                    spectra[index] if meter == frames else stft_power(item.samples, meter),
                     n_fft=meter.n_fft,
                     window=window,
-                )
+                    sample_rate=rate,
+                    k_weighted=True,
+                )  # fmt: skip
+                for index, item in enumerate(items)
+            ]
+            loudness = N.gated_loudness(mean_squares, sample_rate=rate, hop_length=meter.hop_length)
+            measured: list[tuple[float, float, N.GainDecision, list[str]]] = []
+            for item, lufs in zip(items, loudness, strict=True):
                 peak = N.peak_dbfs(item.samples)
                 warnings: list[str] = []
                 gain = self._loudness_gain(options, item.samples, lufs, peak, warnings)

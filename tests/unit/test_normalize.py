@@ -142,3 +142,38 @@ def test_silent_input_gets_no_gain() -> None:
         level=float("-inf"), target=-23, peak=float("-inf"), peak_ceiling_dbfs=-1, max_gain_db=30
     )
     assert decision == N.GainDecision(0.0, None, True)
+
+
+def test_gated_loudness_of_a_batch_equals_each_signal_alone() -> None:
+    """Signals of different lengths (one shorter than a gating block, one silent) gated at once
+    read what each reads alone, and what pyloudnorm reads."""
+    rate = 16000
+    win = round(0.025 * rate)
+    frames = FrameSpec(rate, 1 << (win - 1).bit_length(), win, round(0.01 * rate))
+    window = frames.window(torch.device("cpu"))
+    rng = np.random.default_rng(3)
+    signals = [
+        0.1 * rng.standard_normal(5 * rate),
+        np.concatenate([0.3 * rng.standard_normal(rate), np.zeros(2 * rate)]),
+        0.5 * rng.standard_normal(3000),
+        np.zeros(rate),
+        tone(440, 4.0, rate, amplitude=0.02).astype(np.float64),
+    ]
+    mean_squares = [
+        N.frame_mean_square(
+            stft_power(torch.as_tensor(x, dtype=torch.float32)[None], frames),
+            n_fft=frames.n_fft,
+            window=window,
+            sample_rate=rate,
+            k_weighted=True,
+        )  # fmt: skip
+        for x in signals
+    ]
+    batch = N.gated_loudness(mean_squares, sample_rate=rate, hop_length=frames.hop_length)
+    alone = [measure_lufs(x, rate) for x in signals]
+    assert batch[3] == alone[3] == -math.inf
+    for index in (0, 1, 2, 4):
+        assert batch[index] == pytest.approx(alone[index], abs=1e-9)
+    for index in (0, 1, 4):  # pyloudnorm needs at least one 400 ms block
+        reference = pyloudnorm.Meter(rate).integrated_loudness(signals[index])
+        assert batch[index] == pytest.approx(reference, abs=0.2)  # test_loudness_matches_pyloudnorm
