@@ -76,9 +76,12 @@ def _local_pipeline() -> Pipeline:
     from app.config import get_settings
     from app.pipeline.decode import DecodeLimits
     from app.pipeline.runner import Pipeline, choose_device
+    from app.runtime import keep_freed_buffers
 
     settings = get_settings()
     torch.set_num_threads(settings.torch_threads)
+    if settings.keep_freed_buffers:
+        keep_freed_buffers()
     return Pipeline(
         choose_device(settings.audio_device),
         DecodeLimits(max_duration_s=settings.max_duration_s, timeout_s=settings.decode_timeout_s),

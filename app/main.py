@@ -31,6 +31,7 @@ from app.pipeline.decode import DecodeLimits
 from app.pipeline.runner import Pipeline, choose_device
 from app.routers import features, health, jobs, process
 from app.routers.responses import PROBLEM_MEDIA_TYPE, ProblemResponse, problem_response
+from app.runtime import keep_freed_buffers
 from app.security.audit import AuditLog
 from app.security.gate import SecurityGate, declared_scope, flat_routes
 from app.security.keys import KeyRing
@@ -125,6 +126,8 @@ def build_results(
     """The result service; ``api``: for the API (PIPELINE_MAX_WAITING bounds the runs waiting
     for a slot), else for a job worker (prefetch bounds them)."""
     torch.set_num_threads(settings.torch_threads)
+    if settings.keep_freed_buffers:
+        keep_freed_buffers()
     device = choose_device(settings.audio_device)
     if settings.audio_device == "cuda" and device.type != "cuda":
         log.warning("AUDIO_DEVICE=cuda but no CUDA device is available: running on the CPU")

@@ -88,6 +88,9 @@ def main() -> None:
     parser.add_argument("--no-api", action="store_true", help="skip the API measurement")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    from app.runtime import keep_freed_buffers
+
+    keep_freed_buffers()  # as the service's processes do (app/runtime.py)
     config = EXTRACTION if args.features == "extraction" else DEFAULT_FEATURES
     options = ProcessingOptions.model_validate(config)
     pipeline = Pipeline(torch.device("cpu"), DecodeLimits())

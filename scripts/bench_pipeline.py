@@ -56,9 +56,11 @@ sys.path.insert(0, str(REPO))
 from app.models.options import ProcessingOptions
 from app.pipeline.decode import DecodeLimits
 from app.pipeline.runner import Pipeline
+from app.runtime import keep_freed_buffers
 from scripts.evalkit import machine
 
 torch.set_num_threads(1)
+keep_freed_buffers()  # as the service's processes do (app/runtime.py)
 torch.set_num_interop_threads(1)
 
 RATE = 44_100

@@ -556,6 +556,9 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed runs (default 5)")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    from app.runtime import keep_freed_buffers
+
+    keep_freed_buffers()  # as the service's processes do (app/runtime.py)
     warnings.filterwarnings("ignore", category=FutureWarning)
 
     paths = clip_paths()

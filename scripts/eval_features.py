@@ -372,6 +372,9 @@ def main() -> int:
     )
     args = parser.parse_args()
     torch.set_num_threads(1)
+    from app.runtime import keep_freed_buffers
+
+    keep_freed_buffers()  # as the service's processes do (app/runtime.py)
     warnings.filterwarnings("ignore", category=FutureWarning)
 
     missing = [p for p in clip_paths() if not p.exists()]

@@ -420,6 +420,9 @@ def benchmark(clips: list[tuple[str, np.ndarray]], repeats: int) -> list[dict[st
     ]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    from app.runtime import keep_freed_buffers
+
+    keep_freed_buffers()  # as the service's processes do (app/runtime.py)
     rows = []
     try:
         for name, call in cases:

@@ -678,6 +678,9 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per speed measurement")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    from app.runtime import keep_freed_buffers
+
+    keep_freed_buffers()  # as the service's processes do (app/runtime.py)
     warnings.filterwarnings("ignore", category=FutureWarning)
     missing = [p for p in (DATA / "vad" / "count.wav", DATA / "speech") if not p.exists()]
     if missing:
