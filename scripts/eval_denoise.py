@@ -450,13 +450,18 @@ def stage_target(stage: list[dict[str, Any]]) -> tuple[str, bool, str]:
 
 
 def speed_target(bench: list[dict[str, Any]]) -> tuple[str, bool, str]:
-    ours = next(b for b in bench if b["method"] == DEFAULT)
+    """The issue's speed target: the whole default cleaning stage (declick, then the noise
+    stage) on 60 s under 100 ms; the noise stage alone and noisereduce are shown beside it."""
+    stage = next(b for b in bench if b["method"] == STAGE)
+    noise = next(b for b in bench if b["method"] == DEFAULT)
     theirs = next(b for b in bench if b["method"] == NOISEREDUCE)
     return (
-        f"speed: the noise stage on {BENCH_SECONDS} s of 16 kHz audio under 100 ms, one thread",
-        ours["ms"] < 100.0,
-        f"{ours['ms']:.1f} ms wall ({ours['cpu_ms']:.1f} ms CPU); "
-        f"noisereduce {theirs['ms']:.1f} ms wall ({theirs['cpu_ms']:.1f} ms CPU)",
+        f"speed: the whole default cleaning stage on {BENCH_SECONDS} s of 16 kHz audio under "
+        "100 ms, one thread",
+        stage["ms"] < 100.0,
+        f"{stage['ms']:.1f} ms wall ({stage['cpu_ms']:.1f} ms CPU; the noise stage alone "
+        f"{noise['ms']:.1f} ms); noisereduce {theirs['ms']:.1f} ms wall "
+        f"({theirs['cpu_ms']:.1f} ms CPU)",
     )
 
 

@@ -261,7 +261,8 @@ class Pipeline:
 
         Each input is decoded and brought to the output rate on its own; inputs with the same
         channel count are then padded, up to ``batch_size`` at a time, into one
-        ``(batch, channel, time)`` tensor for the STFT, loudness measurement and features.
+        ``(batch, channel, time)`` tensor for the loudness gating and the features (the STFT
+        runs per signal on the CPU, on the batch on CUDA; see :func:`_spectra`).
         Results equal :meth:`run` on each input alone (within float tolerance). Batch-stage step
         times are shared equally among the inputs.
 
