@@ -14,9 +14,9 @@ options (log-mel, MFCC, pitch, energy):
     1e-4 LU so that every request misses the cache.
 
 Prints clips per second for each and their ratio, with the load average before and after (the
-machine may be shared) and glibc's malloc tuning variables when set (``MALLOC_MMAP_THRESHOLD_``
-and ``MALLOC_TRIM_THRESHOLD_`` keep large freed buffers for reuse instead of returning them to
-the OS, which saves the page faults of the batch's buffers).
+machine may be shared). Like the service's processes, the script keeps freed buffers for reuse
+(``app.runtime.keep_freed_buffers``: glibc's allocator keeps the batch's buffers instead of
+returning them to the OS and page-faulting them in again on every call).
 
 Usage::
 
@@ -90,14 +90,13 @@ def main() -> None:
     torch.set_num_threads(1)
     from app.runtime import keep_freed_buffers
 
-    keep_freed_buffers()  # as the service's processes do (app/runtime.py)
+    kept = keep_freed_buffers()  # as the service's processes do (app/runtime.py)
     config = EXTRACTION if args.features == "extraction" else DEFAULT_FEATURES
     options = ProcessingOptions.model_validate(config)
     pipeline = Pipeline(torch.device("cpu"), DecodeLimits())
     pipeline.warmup(options)
     clips = make_clips(args.clips, args.seconds)
-    tuning = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}
-    print(f"load average before: {os.getloadavg()[0]:.2f}; malloc tuning: {tuning or 'none'}")
+    print(f"load average before: {os.getloadavg()[0]:.2f}; freed buffers kept: {kept}")
 
     def one_by_one() -> list[PipelineResult]:
         return [pipeline.run(clip, options) for clip in clips]
