@@ -359,18 +359,31 @@ def detect_clicks(
     _check_signal(samples)
     win, hop, max_len = _click_params(sample_rate, order, threshold, max_click_ms, evidence_db)
     x = _flat(samples)
-    a = _block_lpc(x, win_length=win, hop_length=hop, order=order, sample_rate=sample_rate)
-    starts, ends, _ = _detect(
-        x,
-        a,
-        hop=hop,
-        threshold=threshold,
-        max_len=max_len,
-        order=order,
-        sample_rate=sample_rate,
-        evidence_db=evidence_db,
-    )
+    starts, ends, _ = _find_clicks(
+        x, win=win, hop=hop, order=order, threshold=threshold, max_len=max_len,
+        sample_rate=sample_rate, evidence_db=evidence_db,
+    )  # fmt: skip
     return _runs_mask(starts, ends, x.shape).reshape(samples.shape)
+
+
+def _find_clicks(
+    x: torch.Tensor,
+    *,
+    win: int,
+    hop: int,
+    order: int,
+    threshold: float,
+    max_len: int,
+    sample_rate: int,
+    evidence_db: float,
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Block LPC of ``x`` ``(channel, time)`` and :func:`_detect` on it: the clicks' run
+    starts and ends (flat sample indices) and the number of marginal detections skipped."""
+    a = _block_lpc(x, win_length=win, hop_length=hop, order=order, sample_rate=sample_rate)
+    return _detect(
+        x, a, hop=hop, threshold=threshold, max_len=max_len, order=order,
+        sample_rate=sample_rate, evidence_db=evidence_db,
+    )  # fmt: skip
 
 
 def _segments(x: torch.Tensor, n_blocks: int, hop: int, before: int, after: int) -> torch.Tensor:
@@ -588,17 +601,10 @@ def repair_clicks(
     x = _flat(samples)
     skipped = 0
     if mask is None:
-        a = _block_lpc(x, win_length=win, hop_length=hop, order=order, sample_rate=sample_rate)
-        starts, ends, skipped = _detect(
-            x,
-            a,
-            hop=hop,
-            threshold=threshold,
-            max_len=max_len,
-            order=order,
-            sample_rate=sample_rate,
-            evidence_db=evidence_db,
-        )
+        starts, ends, skipped = _find_clicks(
+            x, win=win, hop=hop, order=order, threshold=threshold, max_len=max_len,
+            sample_rate=sample_rate, evidence_db=evidence_db,
+        )  # fmt: skip
         damaged = _runs_mask(starts, ends, x.shape)
     else:
         damaged = mask.reshape(x.shape)

@@ -34,6 +34,7 @@ from app.pipeline.restore import (
     wpe_dereverb,
     wpe_stft,
 )
+from scripts.eval_restore import insert_pops
 from scripts.evalkit import si_sdr
 from tests.conftest import shared_file
 
@@ -282,21 +283,6 @@ def test_repair_with_the_detected_mask_equals_repair_with_detection(speech: np.n
 # --------------------------------------------------------------------------------------------
 # pops
 # --------------------------------------------------------------------------------------------
-
-
-def insert_pops(clean: np.ndarray, seed: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
-    """One plosive-like burst a second: a 20–60 Hz wave under a sin² envelope, 30–80 ms."""
-    rng = np.random.default_rng(seed)
-    x = clean.copy()
-    pops = []
-    for start in np.arange(8000, len(x) - 8000, SR):
-        p = int(start + rng.integers(-2000, 2000))
-        duration = rng.uniform(0.03, 0.08)
-        t = np.arange(int(duration * SR)) / SR
-        burst = np.sin(2 * np.pi * rng.uniform(20, 60) * t) * np.sin(np.pi * t / duration) ** 2
-        x[p : p + len(t)] += (rng.uniform(0.3, 0.8) * burst).astype(np.float32)
-        pops.append((p, len(t)))
-    return x, pops
 
 
 def low_band(x: np.ndarray) -> np.ndarray:
