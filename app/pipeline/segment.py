@@ -529,6 +529,9 @@ class EnergyVadTuning:
             deviations of the pause's energies (from the 90th percentile) ...
         edge_margin_db: ... and at least by this many dB.
         edge_run: active frames in a row that make the speech side of an edge.
+        edge_quiet_range_db: next to a pause this far below the speech (total level of the
+            bands: the loudest frame of the speech side against the pause's median), isolated
+            transients are not speech (see :func:`refine_pause_edges`), dB.
         blip_max_s: a segment shorter than this inside a pause is checked against the
             pause's noise (see :func:`drop_background_blips`), seconds.
         blip_active: ... and kept when at least this fraction of its frames is active.
@@ -570,6 +573,7 @@ class EnergyVadTuning:
     edge_spread: float = 3.0
     edge_margin_db: float = 1.0
     edge_run: int = 3
+    edge_quiet_range_db: float = 35.0
     blip_max_s: float = 0.5
     blip_active: float = 0.5
 
@@ -1005,7 +1009,12 @@ def refine_pause_edges(
     (into the speech, into the pause); the pause's own noise per band is the median over its
     frames from ``edge_guard_s`` to ``edge_noise_s`` inside it (at most half the pause), its
     spread the 90th percentile's distance from the median. A frame is active when a band
-    exceeds its median by ``edge_spread`` spreads and ``edge_margin_db``; the edge moves to
+    exceeds its median by ``edge_spread`` spreads and ``edge_margin_db``. Next to a quiet pause
+    (the loudest frame of the speech side, total level of the bands, at least
+    ``edge_quiet_range_db`` over the pause's median), a run of active frames no longer than
+    the window (what one click excites) after at least a window of inactive ones on its
+    speech side is an isolated transient, not speech; under noise (a smaller range) weak word
+    ends surface in such short runs between masked frames, so they count. The edge moves to
     the pause side of the last ``edge_run`` active frames in a row within the search span
     (into the pause by at most ``edge_reach_s`` and half the pause). An edge with no such run
     stays. Edges are refined in blocks of 32, so memory does not grow with the signal.
@@ -1080,7 +1089,10 @@ def _refine_edges(
         )
         in_noise = noise_steps.double() * hop_s <= half.clamp(max=t.edge_noise_s)
         threshold = _noise_threshold(torch.where(in_noise[..., None], noise, torch.nan), t)
-        active = (level >= threshold[:, None, :]).any(dim=-1).double()
+        active = (level >= threshold[:, None, :]).any(dim=-1)
+        quiet = _speech_range_db(level[:, :back], noise, in_noise) >= t.edge_quiet_range_db
+        steady = _without_isolated_transients(active, math.ceil(win / hop))
+        active = torch.where(quiet[:, None], steady, active).double()
         run = t.edge_run
         full = F.avg_pool1d(active[:, None], run, stride=1)[:, 0] > 1.0 - 1e-9
         ok = F.pad(full, (run - 1, 0))  # a run of active frames ends at this position
@@ -1089,6 +1101,50 @@ def _refine_edges(
         moved = centre.double() + direction * (position - back).double() + 0.5 * direction
         out.append(torch.where(position >= 0, moved * hop_s, edge))
     return torch.cat(out)
+
+
+def _speech_range_db(
+    speech: torch.Tensor, noise: torch.Tensor, in_noise: torch.Tensor
+) -> torch.Tensor:
+    """How far the speech next to each edge stands over its pause: the loudest total (all
+    bands) level of the speech side minus the pause's median total level, dB, shape
+    ``(edge,)``.
+
+    Args:
+        speech: band levels on the speech side, dB, shape ``(edge, position, band)``.
+        noise: band levels inside the pause, dB, shape ``(edge, frame, band)``.
+        in_noise: which of those frames are the pause's noise, bool, shape ``(edge, frame)``.
+    """
+    to_nepers = math.log(10.0) / 10.0
+    loudest = torch.logsumexp(speech * to_nepers, dim=-1).amax(dim=-1)
+    pause = torch.where(in_noise, torch.logsumexp(noise * to_nepers, dim=-1), torch.nan)
+    return (loudest - pause.nanmedian(dim=-1).values) / to_nepers
+
+
+def _without_isolated_transients(active: torch.Tensor, window: int) -> torch.Tensor:
+    """Activity without isolated transients: runs of active frames no longer than ``window``
+    frames (what one impulse excites) after at least ``window`` inactive frames.
+
+    Args:
+        active: frame activity, bool, shape ``(edge, position)``, positions from the speech
+            side to the pause side.
+        window: the analysis window in frames (window length over hop, rounded up).
+
+    Returns:
+        Bool tensor of the same shape.
+    """
+    index = torch.arange(active.shape[-1])
+
+    def since(frames: torch.Tensor) -> torch.Tensor:
+        # Frames up to and including each position since the last one outside ``frames``.
+        return index - torch.where(~frames, index, -1).cummax(dim=-1).values
+
+    run_so_far, gap_so_far = since(active), since(~active)
+    length = run_so_far + since(active.flip(-1)).flip(-1) - 1  # of the run a frame is in
+    start = index - run_so_far + 1  # of the run (active frames)
+    gap_before = gap_so_far.gather(-1, (start - 1).clamp(0, index.numel() - 1))
+    isolated = active & (length <= window) & (start > 0) & (gap_before >= window)
+    return active & ~isolated
 
 
 def _levels_into_pause(

@@ -3,6 +3,8 @@ silero-vad themselves), trimming and its time map, phrases and pause statistics.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -175,6 +177,34 @@ def test_refinement_moves_late_edges_to_the_pause_and_keeps_short_gaps() -> None
     short = torch.tensor([0.5, 1.35], dtype=torch.float64), torch.tensor([1.3, 2.5])
     start, end = segment.refine_pause_edges(x, short[0], short[1].double(), sample_rate=SR)
     assert torch.equal(start, short[0]) and torch.equal(end, short[1].double())  # 50 ms gap
+
+
+def test_a_click_in_a_quiet_pause_does_not_move_the_edge() -> None:
+    # Room tone: a 300 Hz hum (−53 dB, ≈ 40 dB under the bursts) over faint white noise; 40 ms
+    # after the first burst a 3 ms 5 kHz click lifts the 3.5–8 kHz band by ≈ 17 dB.
+    t = torch.arange(4 * SR) / SR
+    x = harmonic_bursts([(0.5, 1.3), (1.8, 2.5)], noise=1e-4)
+    x += 0.003 * torch.sin(2 * torch.pi * 300 * t)
+    click = (t >= 1.34) & (t < 1.343)
+    x += torch.where(click, 0.002 * torch.sin(2 * torch.pi * 5000 * t), 0.0)
+    late = torch.tensor([0.5, 1.77], dtype=torch.float64), torch.tensor([1.36, 2.5]).double()
+    start, end = segment.refine_pause_edges(x, *late, sample_rate=SR)
+    assert end[0] == pytest.approx(1.3, abs=0.01)
+    assert start[1] == pytest.approx(1.8, abs=0.01)
+    # Counted as speech (as next to a noisy pause), the click would end the speech.
+    clicks_count = dataclasses.replace(segment.ENERGY_TUNING, edge_quiet_range_db=math.inf)
+    start, end = segment.refine_pause_edges(x, *late, sample_rate=SR, tuning=clicks_count)
+    assert end[0] > 1.34
+
+
+def test_isolated_transients_are_short_runs_after_a_window_of_nothing() -> None:
+    pattern = "11111 000 11 0000 111 0000 11111 0000".replace(" ", "")  # speech side first
+    active = torch.tensor([[c == "1" for c in pattern]])
+    kept = segment._without_isolated_transients(active, 4)
+    # The 2-frame run follows 3 inactive frames (kept), the 3-frame run 4 (dropped), and the
+    # 5-frame run is longer than the window (kept); the first run has nothing before it.
+    expected = "11111 000 11 0000 000 0000 11111 0000".replace(" ", "")
+    assert "".join("1" if v else "0" for v in kept[0].tolist()) == expected
 
 
 def test_blips_that_do_not_stand_out_from_the_pause_are_dropped() -> None:
