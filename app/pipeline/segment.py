@@ -19,6 +19,9 @@ hop_length`` frames) and go through the same post-processing into speech segment
   weights, loaded from the package, never from a hub), 512-sample chunks at 16 kHz.
 * ``"webrtc"`` — the WebRTC VAD (``webrtcvad-wheels``), 10/20/30 ms frames of 16-bit PCM.
 
+All three prepare their input a bounded stretch at a time (resampled and converted per block),
+so memory beyond the signal does not grow with its length, apart from a few numbers per frame.
+
 :func:`trim_and_shorten` cuts leading/trailing silence and shortens long inner pauses, and returns
 a :class:`TimeMap` from output times back to input times. :func:`phrases` splits speech into
 phrases at pauses, using pitch reset and energy reset to tell phrase ends from hesitations, and
@@ -1299,6 +1302,51 @@ def drop_background_blips(
 
 
 # --------------------------------------------------------------------------------------------
+# Backends "silero" and "webrtc": the signal at their rate, a stretch at a time
+# --------------------------------------------------------------------------------------------
+#: Reach of :func:`~app.pipeline.normalize.resample`'s kernel, in samples of the lower rate
+#: (16 zero crossings / 0.945 roll-off, rounded up with room to spare).
+_RESAMPLE_REACH = 32
+
+
+def _stretch_at_rate(
+    x: torch.Tensor, *, sample_rate: int, rate: int, lo: int, hi: int
+) -> torch.Tensor:
+    """Samples ``lo … hi − 1`` of ``resample(x, sample_rate, rate)``, zero outside its
+    ``ceil(time · rate / sample_rate)`` samples; float32 on the CPU, shape ``(hi − lo,)``.
+
+    Only the input samples the stretch needs are resampled: a stretch starting at a multiple
+    of the resampler's input period, with a margin of the kernel's reach (zero beyond the
+    signal's ends, as the whole-signal resampling pads), so the values equal the whole-signal
+    ones and the memory does not grow with the signal's length.
+
+    Args:
+        x: signal, shape ``(time,)``, full scale = 1.0, on any device.
+        sample_rate: ``x``'s rate, Hz.
+        rate: the rate of the stretch, Hz.
+        lo: first sample of the stretch, at ``rate`` (may be negative).
+        hi: end (exclusive), ``≥ lo``.
+    """
+    n = x.shape[-1]
+    if sample_rate == rate:
+        part = x[min(max(lo, 0), n) : min(max(hi, 0), n)].detach().float().cpu()
+        before = min(max(0, -lo), hi - lo)
+        return F.pad(part, (before, hi - lo - before - part.shape[-1]))
+    divisor = math.gcd(sample_rate, rate)
+    period_in, period_out = sample_rate // divisor, rate // divisor  # samples per period
+    reach = -(-_RESAMPLE_REACH * sample_rate // min(sample_rate, rate) // period_in) + 1
+    first = lo // period_out - reach  # in resampler periods
+    last = -(-hi // period_out) + reach
+    a, b = first * period_in, last * period_in  # input samples
+    part = x[min(max(a, 0), n) : min(max(b, 0), n)].detach().float().cpu()
+    before = min(max(0, -a), b - a)
+    stretch = F.pad(part, (before, b - a - before - part.shape[-1]))
+    origin = first * period_out
+    y = _zero_outside(resample(stretch, sample_rate, rate), origin, -(-n * rate // sample_rate))
+    return y[lo - origin : hi - origin]
+
+
+# --------------------------------------------------------------------------------------------
 # Backend "silero"
 # --------------------------------------------------------------------------------------------
 #: Silero's chunk, samples at 16 kHz.
@@ -1309,6 +1357,9 @@ SILERO_RATE = 16000
 _SILERO_WARMUP = 32
 _SILERO_MIN_STREAM = 256
 _SILERO_MAX_STREAMS = 64
+#: Chunk steps whose audio is prepared at once (bounds the memory: ≤ 64 streams × 32 chunks
+#: × 512 samples, 4 MiB).
+_SILERO_BLOCK_STEPS = 32
 _SILERO_LOCK = threading.Lock()
 
 
@@ -1339,7 +1390,10 @@ def silero_speech_probability(
     The model is recurrent, so it steps through the chunks in order; to batch it, a signal of
     more than 16 s is split into up to 64 parallel streams (one batch row each, ≥ 8 s apiece),
     each of which first runs over the 1 s of audio before its part so its state is warm. The
-    model runs on the CPU (one call per chunk step, under a lock: it keeps state).
+    model runs on the CPU (one call per chunk step, under a lock: it keeps state). The audio
+    of :data:`_SILERO_BLOCK_STEPS` steps is resampled at a time (:func:`_stretch_at_rate`), so
+    memory beyond the signal is bounded plus one probability per chunk and a few numbers per
+    frame.
 
     Args:
         x: signal, shape ``(time,)``, full scale = 1.0.
@@ -1350,30 +1404,35 @@ def silero_speech_probability(
         Tensor of shape ``(1 + time // hop_length,)`` on ``x``'s device, in ``[0, 1]``.
     """
     n_frames = 1 + x.shape[-1] // hop_length
-    y = x.detach().float().cpu()
-    if sample_rate != SILERO_RATE:
-        y = resample(y, sample_rate, SILERO_RATE)
-    n_chunks = max(1, -(-y.shape[-1] // SILERO_CHUNK))
-    chunks = F.pad(y, (0, n_chunks * SILERO_CHUNK - y.shape[-1])).view(n_chunks, SILERO_CHUNK)
+    length = -(-x.shape[-1] * SILERO_RATE // sample_rate)  # samples at 16 kHz
+    n_chunks = max(1, -(-length // SILERO_CHUNK))
     streams = max(1, min(_SILERO_MAX_STREAMS, n_chunks // _SILERO_MIN_STREAM))
     own = -(-n_chunks // streams)
     warm = _SILERO_WARMUP if streams > 1 else 0
-    step = torch.arange(own + warm)
     first = torch.arange(streams) * own - warm
     first[0] = 0  # the first stream starts at the beginning, with a cold state like Silero's
-    index = first[:, None] + step[None, :]
-    inside = ((index >= 0) & (index < n_chunks)).float()[..., None]
-    index = index.clamp(0, n_chunks - 1)
     model = silero_model()
+    out = torch.empty(streams, own + warm)
     with _SILERO_LOCK, torch.inference_mode():
         model.reset_states()
-        out = torch.stack(
-            [
-                model(chunks[index[:, j]] * inside[:, j], SILERO_RATE).reshape(-1)
-                for j in range(own + warm)
-            ],
-            dim=1,
-        )
+        for step in range(0, own + warm, _SILERO_BLOCK_STEPS):
+            count = min(_SILERO_BLOCK_STEPS, own + warm - step)
+            # Each stream's next chunks (zero before the signal and after its last chunk).
+            audio = torch.stack(
+                [
+                    _stretch_at_rate(
+                        x,
+                        sample_rate=sample_rate,
+                        rate=SILERO_RATE,
+                        lo=(start + step) * SILERO_CHUNK,
+                        hi=(start + step + count) * SILERO_CHUNK,
+                    ).view(count, SILERO_CHUNK)
+                    for start in first.tolist()
+                ],
+                dim=1,
+            )  # (step, stream, chunk)
+            for j in range(count):
+                out[:, step + j] = model(audio[j], SILERO_RATE).reshape(-1)
         model.reset_states()
     offset = torch.full((streams,), warm)
     offset[0] = 0
@@ -1393,6 +1452,8 @@ def silero_speech_probability(
 # Backend "webrtc"
 # --------------------------------------------------------------------------------------------
 _WEBRTC_RATES = (8000, 16000, 32000, 48000)
+#: WebRTC frames converted to 16-bit PCM at a time (≤ 7.7 s of audio).
+_WEBRTC_BLOCK_FRAMES = 256
 
 
 def webrtc_speech_probability(
@@ -1407,7 +1468,10 @@ def webrtc_speech_probability(
 
     The signal is converted to 16-bit PCM (resampled to 16 kHz unless the rate is 8, 16, 32 or
     48 kHz) and cut into ``frame_ms`` frames (the last one zero-padded); each grid frame takes
-    the decision of the WebRTC frame holding its centre. The library decides one frame per call.
+    the decision of the WebRTC frame holding its centre. The library decides one frame per call
+    (one detector, so its state carries from frame to frame); :data:`_WEBRTC_BLOCK_FRAMES`
+    frames are converted at a time (:func:`_stretch_at_rate`), so memory beyond the signal is
+    bounded plus a few numbers per frame.
 
     Args:
         x: signal, shape ``(time,)``, full scale = 1.0.
@@ -1423,19 +1487,20 @@ def webrtc_speech_probability(
 
     n_frames = 1 + x.shape[-1] // hop_length
     rate = sample_rate if sample_rate in _WEBRTC_RATES else 16000
-    y = x.detach().float().cpu()
-    if rate != sample_rate:
-        y = resample(y, sample_rate, rate)
-    length = rate * frame_ms // 1000
-    count = max(1, -(-y.shape[-1] // length))
-    pcm = (F.pad(y, (0, count * length - y.shape[-1])).clamp(-1, 1) * 32767).round()
-    data = pcm.to(torch.int16).numpy().tobytes()
+    length = rate * frame_ms // 1000  # samples per WebRTC frame
+    samples = -(-x.shape[-1] * rate // sample_rate)  # at `rate`
+    count = max(1, -(-samples // length))
     detector = webrtcvad.Vad(mode)
-    size = 2 * length
-    decisions = torch.tensor(
-        [detector.is_speech(data[i * size : (i + 1) * size], rate) for i in range(count)],
-        dtype=torch.float32,
-    )
+    decisions = torch.empty(count)
+    for first in range(0, count, _WEBRTC_BLOCK_FRAMES):
+        frames = min(_WEBRTC_BLOCK_FRAMES, count - first)
+        y = _stretch_at_rate(
+            x, sample_rate=sample_rate, rate=rate, lo=first * length, hi=(first + frames) * length
+        )
+        pcm = (y.clamp(-1, 1) * 32767).round().to(torch.int16).view(frames, length).numpy()
+        decisions[first : first + frames] = torch.tensor(
+            [detector.is_speech(frame.tobytes(), rate) for frame in pcm], dtype=torch.float32
+        )
     centre = torch.arange(n_frames, dtype=torch.float64) * (hop_length * rate / sample_rate)
     index = torch.div(centre, length, rounding_mode="floor").long().clamp(0, count - 1)
     return decisions[index].to(x.device)
