@@ -691,25 +691,34 @@ def _analysis_blocks(
 
     Yields ``(first, count, y8, origin8, y4, origin4)``: frames ``first … first + count − 1``
     and the stretches of the 8 kHz and 4 kHz signals (:func:`_to_rate`) that their analysis
-    windows need, starting at samples ``origin8`` and ``origin4`` of those signals. When
-    ``sample_rate`` is a multiple of 4 kHz, each stretch is decimated from the input samples
-    of its block plus a margin (the filters' and windows' reach), with the whole-signal
-    decimation's zero padding at the ends, so the values equal the whole-signal ones and
-    memory beyond the signal does not grow with its length. At other rates the whole signal
-    is resampled once (one stretch shared by all blocks).
+    windows need, starting at samples ``origin8`` and ``origin4`` of those signals. Each
+    stretch is made from the input samples of its block plus a margin (the filters' and
+    windows' reach), with the whole-signal resampling's zero padding at the ends, so the values
+    equal the whole-signal ones and memory beyond the signal does not grow with its length:
+    decimated when ``sample_rate`` is a multiple of 4 kHz, else resampled to 8 kHz by
+    :func:`_stretch_at_rate` and decimated to 4 kHz.
     """
     n = x.shape[-1]
     n_frames = 1 + n // hop_length
+    margin8 = 2 * _ANALYSIS_FFT  # 8 kHz samples: ≥ window + filter reach at both rates
     if sample_rate % _PERIODICITY_RATE:
-        y8 = _to_rate(x, sample_rate, _ANALYSIS_RATE)
-        y4 = _to_rate(y8, _ANALYSIS_RATE, _PERIODICITY_RATE)
+        length8 = -(-n * _ANALYSIS_RATE // sample_rate)
+        step8 = hop_length * _ANALYSIS_RATE / sample_rate
         for first in range(0, n_frames, _CHUNK_FRAMES):
-            yield first, min(_CHUNK_FRAMES, n_frames - first), y8, 0, y4, 0
+            count = min(_CHUNK_FRAMES, n_frames - first)
+            lo8 = (math.floor(first * step8) - margin8) // 2 * 2  # even: on the 4 kHz grid
+            hi8 = math.ceil((first + count - 1) * step8) + margin8
+            y8 = _stretch_at_rate(x, sample_rate=sample_rate, rate=_ANALYSIS_RATE, lo=lo8, hi=hi8)
+            y8 = y8.to(device=x.device, dtype=x.dtype)
+            y4 = _zero_outside(
+                _to_rate(y8, _ANALYSIS_RATE, _PERIODICITY_RATE), lo8 // 2, -(-length8 // 2)
+            )
+            yield first, count, y8, lo8, y4, lo8 // 2
         return
     f8, f4 = sample_rate // _ANALYSIS_RATE, sample_rate // _PERIODICITY_RATE
     length8 = -(-n // f8)  # whole-signal lengths (zero beyond them)
     length4 = -(-length8 // 2)
-    margin = 2 * _ANALYSIS_FFT * f4  # input samples: ≥ window + filter reach at both rates
+    margin = margin8 * f4  # input samples
     for first in range(0, n_frames, _CHUNK_FRAMES):
         count = min(_CHUNK_FRAMES, n_frames - first)
         lo = (first * hop_length - margin) // f4 * f4
@@ -1676,13 +1685,11 @@ def trim_and_shorten(
         if b > a:
             pieces.append((position, a, b - a))
             position += b - a
-    index = torch.cat(
-        [torch.arange(i, i + length, device=samples.device) for _, i, length in pieces]
-    )
-    out = samples.index_select(-1, index)
+    # Slices joined into one new tensor: memory beyond the input is the output alone.
+    out = torch.cat([samples[..., i : i + length] for _, i, length in pieces], dim=-1)
     fade = int(round(crossfade_ms * sample_rate / 1000.0))
     if fade:
-        out = _crossfade_joins(samples, out, pieces, fade)
+        _crossfade_joins(samples, out, pieces, fade)
     return out, TimeMap(sample_rate, tuple(pieces), n)
 
 
@@ -1691,9 +1698,9 @@ def _crossfade_joins(
     out: torch.Tensor,
     pieces: list[tuple[int, int, int]],
     fade: int,
-) -> torch.Tensor:
-    """Crossfade the output before each join with the input that preceded the next piece."""
-    out = out.clone()
+) -> None:
+    """Crossfade ``out`` (in place) before each join with the input that preceded the next
+    piece."""
     for (_, prev_in, prev_len), (out_start, in_start, length) in zip(
         pieces[:-1], pieces[1:], strict=True
     ):
@@ -1708,7 +1715,6 @@ def _crossfade_joins(
         incoming = samples[..., in_start - k : in_start]
         mixed = tail * (1 - ramp) + incoming * ramp
         out[..., out_start - k : out_start] = mixed.to(out.dtype)
-    return out
 
 
 # --------------------------------------------------------------------------------------------

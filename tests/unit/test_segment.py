@@ -249,20 +249,21 @@ _PEAK_MEMORY = """
 import re, sys, torch
 from app.pipeline.segment import phrases, vad
 torch.set_num_threads(1)
-backend = sys.argv[1]
+backend, _, rate = sys.argv[1].partition("@")
+rate = int(rate or 16000)
 def status(key):
     text = open("/proc/self/status").read()
     return int(re.search(key + r":\\s+(\\d+) kB", text).group(1)) * 1024
 def signal(seconds):
-    t = torch.arange(int(seconds * 16000)) / 16000
+    t = torch.arange(int(seconds * rate)) / rate
     bursts = torch.sin(2 * torch.pi * 150 * t) * (torch.sin(2 * torch.pi * 0.5 * t) > 0)
     return (0.1 * bursts + 0.01 * torch.randn(t.shape[-1])).float()
-phrases(vad(signal(5), sample_rate=16000, hop_length=160, backend=backend))
+phrases(vad(signal(5), sample_rate=rate, hop_length=rate // 100, backend=backend))
 for seconds in map(float, sys.argv[2:]):
     x = signal(seconds)
     open("/proc/self/clear_refs", "w").write("5")  # reset the peak resident size
     base = status("VmRSS")
-    result = vad(x, sample_rate=16000, hop_length=160, backend=backend)
+    result = vad(x, sample_rate=rate, hop_length=rate // 100, backend=backend)
     phrases(result)
     print(seconds, status("VmHWM") - base, len(result.segments))
     del result, x
@@ -270,8 +271,10 @@ for seconds in map(float, sys.argv[2:]):
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", [*BACKENDS, "energy@22050"])
 def test_peak_memory_beyond_the_signal_does_not_grow_with_its_length(backend: str) -> None:
+    # "backend@rate": the input at that rate (the energy backend resamples stretches to 8 kHz
+    # when the rate is not a multiple of 4 kHz).
     # Large allocations are mmapped (and returned on free), so the peak resident size over the
     # call is the peak of what it allocates.
     env = {"MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
@@ -283,7 +286,7 @@ def test_peak_memory_beyond_the_signal_does_not_grow_with_its_length(backend: st
     extra = {float(s): int(b) for s, b, _ in lines}
     if backend != "silero":  # Silero's count on these tone bursts varies with the noise
         assert [int(n) for *_, n in lines] == [30, 300]  # one segment per burst
-    signal_600 = 600 * 16000 * 4
+    signal_600 = 600 * int(backend.partition("@")[2] or 16000) * 4
     # Measured (MB, 60 s → 600 s): energy 18.2 → 18.3, webrtc 18.3 → 17.4 (was 18.8 → 76.8
     # with a whole-signal PCM copy), silero 19.9 → 18.9 (was 20.3 → 43.2); the signal is 38.4.
     assert extra[600.0] < 0.75 * signal_600
@@ -302,12 +305,17 @@ def test_other_sample_rates(sample_rate: int, hop: int) -> None:
         assert found.end_s == pytest.approx(end, abs=0.03)
 
 
-def test_block_processing_does_not_change_the_cues(monkeypatch: pytest.MonkeyPatch) -> None:
-    x = harmonic_bursts([(0.5, 1.2), (1.6, 2.4)], seconds=3.0)
+@pytest.mark.parametrize("sample_rate", [SR, 22050, 44100])
+def test_block_processing_does_not_change_the_cues(
+    monkeypatch: pytest.MonkeyPatch, sample_rate: int
+) -> None:
+    x = harmonic_bursts([(0.5, 1.2), (1.6, 2.4)], seconds=3.0, sample_rate=sample_rate)
+    hop = sample_rate // 100
     tuning = segment.ENERGY_TUNING
-    whole = segment._analyse(x, sample_rate=SR, hop_length=HOP, tuning=tuning)
+    monkeypatch.setattr(segment, "_CHUNK_FRAMES", 10**6)  # one block: the whole signal
+    whole = segment._analyse(x, sample_rate=sample_rate, hop_length=hop, tuning=tuning)
     monkeypatch.setattr(segment, "_CHUNK_FRAMES", 37)
-    blocks = segment._analyse(x, sample_rate=SR, hop_length=HOP, tuning=tuning)
+    blocks = segment._analyse(x, sample_rate=sample_rate, hop_length=hop, tuning=tuning)
     for a, b in zip(whole, blocks, strict=True):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-9)
 
