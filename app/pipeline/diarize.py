@@ -45,6 +45,13 @@ overlap; the two-pitch cue alone is too weak on real speech to tell the two apar
 
 Frames are centred like every other feature: frame ``t`` of the caller's grid is centred on
 sample ``t * hop_length`` at ``sample_rate``.
+
+Memory: the 16 kHz and 8 kHz signals are never made whole. Frame levels and the two-pitch cue
+are computed a block of :data:`_BLOCK_FRAMES` frames at a time, and each batch of windows' mel
+frames from the input samples it covers, each stretch resampled from the input samples it needs
+(:func:`~app.pipeline.segment._stretch_at_rate`, the same values as a whole-signal resampling).
+Beyond the signal, a call holds a bounded working set (one batch, one block: about 40 MB) plus
+a few numbers per 10 ms frame and one embedding per window.
 """
 
 from __future__ import annotations
@@ -59,9 +66,9 @@ import torch
 import torch.nn.functional as F
 
 from app.errors import InvalidOptions
-from app.pipeline.features.frames import FrameSpec, frame_signal
-from app.pipeline.features.spectral import mel_filterbank, stft_power
-from app.pipeline.normalize import resample
+from app.pipeline.features.frames import FrameSpec
+from app.pipeline.features.spectral import mel_filterbank
+from app.pipeline.segment import _centred_frames, _stretch_at_rate
 
 #: The speaker encoder's sample rate, Hz; its mel frames: 25 ms Hann window, 10 ms hop, 40 bands
 #: (librosa's ``melspectrogram`` defaults otherwise, power, Slaney filters).
@@ -73,8 +80,15 @@ _N_MELS = 40
 _ENCODER_LEVEL_DBFS = -30.0
 #: Embedding size of the encoder.
 EMBEDDING_SIZE = 256
-#: Windows per encoder batch (bounds the memory of long recordings).
-_BATCH_WINDOWS = 128
+#: Windows per encoder batch (bounds the memory of long recordings: the encoder's LSTM takes
+#: about 0.5 MB per window).
+_BATCH_WINDOWS = 64
+#: Frames analysed at a time (20.48 s at 10 ms): the 16 kHz and 8 kHz signals are resampled
+#: a block of frames at a time, so memory beyond the signal is bounded plus a few numbers per
+#: frame and one embedding per window.
+_BLOCK_FRAMES = 2048
+#: Rate of the two-pitch analysis, Hz.
+_PITCH_RATE = 8000
 #: Shortest unit that gets a window of its own, frames (0.4 s).
 _MIN_WINDOW_FRAMES = 40
 #: Above this many windows, the clustering runs on an evenly strided subset (its similarity
@@ -287,15 +301,15 @@ def diarize(
 
     if samples.shape[-1] < hop_length or not bool(speech_out.any()):
         return _empty(n_out, hop_length, sample_rate, device)
-    x = resample(samples.float(), sample_rate, ENCODER_RATE)
-    n_in = 1 + x.shape[-1] // _FRAMES.hop_length
+    # Our 10 ms frames at 16 kHz: the resampled signal has ceil(time · 16000 / sample_rate)
+    # samples.
+    n_in = 1 + -(-samples.shape[-1] * ENCODER_RATE // sample_rate) // _FRAMES.hop_length
     # Our frame j ↔ caller frame round(j · 0.01 s · frame rate) and back.
     to_in = _nearest_index(n_out, hop_length / sample_rate * _FRAME_RATE, n_in, device)
     to_out = _nearest_index(n_in, sample_rate / hop_length / _FRAME_RATE, n_out, device)
     speech_in = speech_out[to_out]
 
-    power = stft_power(x, _FRAMES)  # (201, frame)
-    level_db = 10.0 * torch.log10(frame_signal(x, _FRAMES).square().mean(dim=-1) + 1e-12)
+    level_db = _frame_levels_db(samples, sample_rate, n_in)
     units = _speech_units(level_db, speech_in, round(min_pause_s * _FRAME_RATE))
     windows = _windows(
         units,
@@ -306,13 +320,11 @@ def diarize(
     if windows is None:  # no speech at all
         return _empty(n_out, hop_length, sample_rate, device)
 
-    bank = mel_filterbank(ENCODER_RATE, _FRAMES.n_fft, _N_MELS, 0.0, 8000.0, "slaney", device)
-    mel = (bank @ power).T  # (frame, 40)
     in_units = units if bool(units.any()) else speech_in
     mean_square = (10.0 ** (level_db[in_units] / 10.0)).mean().clamp_min(1e-12)
-    mel = mel * (10.0 ** (_ENCODER_LEVEL_DBFS / 10.0) / mean_square)
+    gain = 10.0 ** (_ENCODER_LEVEL_DBFS / 10.0) / mean_square
     encoder = encoder or SpeakerEncoder.for_device(device)
-    embeddings = _embed_windows(encoder, mel, windows)
+    embeddings = _embed_windows(encoder, samples, sample_rate, windows, gain)
 
     _, centroids = _cluster(
         embeddings,
@@ -329,10 +341,15 @@ def diarize(
     centroids, scores = centroids[order], scores[:, order]
     speaker_in = torch.argsort(order)[speaker_in]
 
-    overlap_prob_in = overlap_probability(
-        x,
-        sample_rate=ENCODER_RATE,
-        hop_length=_FRAMES.hop_length,
+    cue = _two_pitch_frames(
+        samples,
+        sample_rate=sample_rate,
+        step=_FRAMES.hop_length * _PITCH_RATE / ENCODER_RATE,
+        count=n_in,
+    )
+    overlap_prob_in = _overlap_from_cue(
+        cue,
+        frame_rate=_FRAME_RATE,
         speaker=torch.where(speech_in, speaker_in, -1),
         scores=scores.T,
         centroids=centroids,
@@ -491,7 +508,29 @@ def overlap_probability(
     cue = two_pitch_cue(
         samples, sample_rate=sample_rate, hop_length=hop_length, f_min=f_min, f_max=f_max
     )
-    cue = _moving_average(cue, max(1, round(smooth_s * sample_rate / hop_length)))
+    return _overlap_from_cue(
+        cue,
+        frame_rate=sample_rate / hop_length,
+        speaker=speaker,
+        scores=scores,
+        centroids=centroids,
+        smooth_s=smooth_s,
+    )
+
+
+def _overlap_from_cue(
+    cue: torch.Tensor,
+    *,
+    frame_rate: float,
+    speaker: torch.Tensor | None,
+    scores: torch.Tensor | None,
+    centroids: torch.Tensor | None,
+    smooth_s: float = 0.5,
+) -> torch.Tensor:
+    """:func:`overlap_probability` from the two-pitch cue ``(frame,)`` at ``frame_rate`` Hz and the
+    tracks on the same frames (``speaker`` ``(frame,)``, ``scores`` ``(K, frame)``); shape
+    ``(frame,)``, in ``[0, 1]``."""
+    cue = _moving_average(cue, max(1, round(smooth_s * frame_rate)))
     labels = speaker if speaker is not None else torch.zeros_like(cue, dtype=torch.long)
     baseline = torch.zeros_like(cue)
     for k in range(int(labels.max()) + 1 if labels.numel() else 0):  # a few speakers
@@ -545,20 +584,45 @@ def two_pitch_cue(
         scores ~0.2 too (some pair of random lags fits it better than one lag), which is why
         :func:`overlap_probability` subtracts each speaker's median.
     """
-    rate = 8000
-    n_out = 1 + samples.shape[-1] // hop_length
-    x = resample(samples.float(), sample_rate, rate)
+    return _two_pitch_frames(
+        samples,
+        sample_rate=sample_rate,
+        step=hop_length * _PITCH_RATE / sample_rate,
+        count=1 + samples.shape[-1] // hop_length,
+        f_min=f_min,
+        f_max=f_max,
+        candidates=candidates,
+    )
+
+
+def _two_pitch_frames(
+    samples: torch.Tensor,
+    *,
+    sample_rate: int,
+    step: float,
+    count: int,
+    f_min: float = 60.0,
+    f_max: float = 400.0,
+    candidates: int = 6,
+) -> torch.Tensor:
+    """:func:`two_pitch_cue` of ``count`` frames centred on samples ``round(t · step)`` of the
+    signal at 8 kHz, shape ``(count,)``. The 8 kHz signal is resampled a block of
+    :data:`_BLOCK_FRAMES` frames at a time (:func:`~app.pipeline.segment._stretch_at_rate`)."""
     win, n_fft = 320, 1024
-    frame_hop = hop_length * rate / sample_rate
-    centres = torch.round(torch.arange(n_out, device=x.device) * frame_hop).long()
-    padded = F.pad(x, (win // 2, win // 2 + int(frame_hop) + 1))
-    window, window_acf, band = _two_pitch_constants(win, n_fft, x.device)
-    lo, hi = int(rate / f_max), min(int(rate / f_min), n_fft // 4 - 2)
+    device = samples.device
+    window, window_acf, band = _two_pitch_constants(win, n_fft, device)
+    lo, hi = int(_PITCH_RATE / f_max), min(int(_PITCH_RATE / f_min), n_fft // 4 - 2)
     k = min(candidates, max(1, (hi - lo) // 2))
     cues = []
-    for first in range(0, n_out, 2048):  # blocks of frames bound the memory
-        index = centres[first : first + 2048, None] + torch.arange(win, device=x.device)
-        frames = padded[index]
+    for first in range(0, count, _BLOCK_FRAMES):
+        rows = min(_BLOCK_FRAMES, count - first)
+        # The samples of a whole block (the same length for every block, see _encoder_frames).
+        start = math.floor(first * step) - win // 2 - 1
+        end = start + math.ceil((_BLOCK_FRAMES - 1) * step) + win + 2
+        y = _stretch_at_rate(samples, sample_rate=sample_rate, rate=_PITCH_RATE, lo=start, hi=end)
+        frames = _centred_frames(
+            y.to(device), step=step, first=first, count=rows, win=win, origin=start
+        )
         frames = (frames - frames.mean(dim=1, keepdim=True)) * window
         spectrum = torch.fft.rfft(frames, n_fft).abs() * band
         r = torch.fft.irfft(spectrum, n_fft)[:, : 2 * hi + 2]
@@ -569,7 +633,6 @@ def two_pitch_cue(
         tau = where + lo + 1
         single = 1.0 - top[:, 0]
         ta, tb = tau[:, :, None], tau[:, None, :]
-        rows = r.shape[0]
         r_sum = r.gather(1, (ta + tb).reshape(rows, -1)).reshape(rows, k, k)
         r_diff = r.gather(1, (ta - tb).abs().reshape(rows, -1)).reshape(rows, k, k)
         pair = 1.0 - top[:, :, None] - top[:, None, :] + 0.5 * (r_sum + r_diff)
@@ -580,7 +643,7 @@ def two_pitch_cue(
         double = torch.where(valid, pair, math.inf).flatten(1).amin(dim=1)
         double = torch.minimum(double, single)
         cues.append((single - double).clamp(0.0, 1.0))
-    return torch.cat(cues) if cues else x.new_zeros(0)
+    return torch.cat(cues)  # count ≥ 1: one block at least
 
 
 @lru_cache(maxsize=8)
@@ -834,15 +897,66 @@ def _windows(
     return _Windows(index=frames[position], lengths=span, owned=owned)
 
 
-def _embed_windows(encoder: SpeakerEncoder, mel: torch.Tensor, windows: _Windows) -> torch.Tensor:
-    """Embeddings ``(window, 256)`` of the windows, in batches."""
+def _encoder_frames(samples: torch.Tensor, sample_rate: int, first: int) -> torch.Tensor:
+    """Frames ``first … first + B − 1`` (``B`` = :data:`_BLOCK_FRAMES`) of the signal at 16 kHz:
+    ``(B, 400)`` samples centred on samples ``160 t`` (zero beyond the signal, like ``_FRAMES``'
+    constant padding), resampled from the input samples they need
+    (:func:`~app.pipeline.segment._stretch_at_rate`), on ``samples``' device. Every block has
+    the same shape, so the resampler's convolution is planned once (oneDNN caches a primitive
+    per input shape)."""
+    hop, win = _FRAMES.hop_length, _FRAMES.win_length
+    lo = first * hop - win // 2
+    hi = lo + (_BLOCK_FRAMES - 1) * hop + win
+    y = _stretch_at_rate(samples, sample_rate=sample_rate, rate=ENCODER_RATE, lo=lo, hi=hi)
+    return y.to(samples.device).unfold(0, win, hop)
+
+
+def _frame_levels_db(samples: torch.Tensor, sample_rate: int, count: int) -> torch.Tensor:
+    """Mean square of the first ``count`` 25 ms frames at 16 kHz (:func:`_encoder_frames`), dB
+    (full scale = 1 is 0 dB), shape ``(count,)``; a block of frames at a time."""
+    level_db = torch.empty(count, device=samples.device)
+    for first in range(0, count, _BLOCK_FRAMES):
+        frames = _encoder_frames(samples, sample_rate, first)[: count - first]
+        level_db[first : first + frames.shape[0]] = frames.square().mean(dim=-1)
+    return 10.0 * torch.log10(level_db + 1e-12)
+
+
+def _mel_of_frames(samples: torch.Tensor, sample_rate: int, frames: torch.Tensor) -> torch.Tensor:
+    """The encoder's 40-band mel power spectra of some 16 kHz frames (sorted, distinct indices
+    ``(n,)``), shape ``(n, 40)``, computed a block of :data:`_BLOCK_FRAMES` frames of the grid
+    at a time."""
+    device = samples.device
+    bank = mel_filterbank(ENCODER_RATE, _FRAMES.n_fft, _N_MELS, 0.0, 8000.0, "slaney", device)
+    window = _FRAMES.window(device)
+    block = torch.div(frames, _BLOCK_FRAMES, rounding_mode="floor")
+    out = []
+    for b in torch.unique_consecutive(block).tolist():
+        first = b * _BLOCK_FRAMES
+        framed = _encoder_frames(samples, sample_rate, first)[frames[block == b] - first]
+        spectrum = torch.fft.rfft(framed * window, n=_FRAMES.n_fft)
+        power = spectrum.real.square() + spectrum.imag.square()  # (frame, 201)
+        out.append(power @ bank.T)
+    return torch.cat(out)
+
+
+def _embed_windows(
+    encoder: SpeakerEncoder,
+    samples: torch.Tensor,
+    sample_rate: int,
+    windows: _Windows,
+    gain: torch.Tensor,
+) -> torch.Tensor:
+    """Embeddings ``(window, 256)`` of the windows, in batches of :data:`_BATCH_WINDOWS`; each
+    batch's mel frames (scaled by ``gain``, the level normalization) are computed from the
+    input samples they need (:func:`_mel_of_frames`)."""
     out = []
     for first in range(0, windows.index.shape[0], _BATCH_WINDOWS):
         index = windows.index[first : first + _BATCH_WINDOWS]
         lengths = windows.lengths[first : first + _BATCH_WINDOWS]
         width = int(lengths.max())
-        batch = mel[index[:, :width]]
-        valid = torch.arange(width, device=mel.device)[None, :] < lengths[:, None]
+        needed, where = torch.unique(index[:, :width], sorted=True, return_inverse=True)
+        batch = _mel_of_frames(samples, sample_rate, needed)[where] * gain
+        valid = torch.arange(width, device=batch.device)[None, :] < lengths[:, None]
         out.append(encoder.embed(batch * valid[..., None], lengths))
     return torch.cat(out)
 
