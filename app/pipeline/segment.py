@@ -1119,10 +1119,7 @@ def refine_pause_edges(
     """
     t = tuning or ENERGY_TUNING
     start_s, end_s = start_s.clone(), end_s.clone()
-    if start_s.numel() < 2 or x.shape[-1] == 0:
-        return start_s, end_s
-    gap_lo, gap_hi = end_s[:-1], start_s[1:]
-    pauses = torch.nonzero(gap_hi - gap_lo >= t.edge_min_pause_s - 1e-9).flatten()
+    gap_lo, gap_hi, pauses = _pauses_between(x, start_s, end_s, t)
     if pauses.numel() == 0:
         return start_s, end_s
     half = ((gap_hi - gap_lo) / 2.0)[pauses]
@@ -1131,6 +1128,28 @@ def refine_pause_edges(
     new_end, new_start = end_s.clone(), start_s.clone()
     new_end[pauses] = offsets
     new_start[pauses + 1] = onsets
+    return _unless_crossed(start_s, end_s, new_start, new_end)
+
+
+def _pauses_between(
+    x: torch.Tensor, start_s: torch.Tensor, end_s: torch.Tensor, tuning: EnergyVadTuning
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The gaps between segments (``start_s``, ``end_s``: seconds, shape ``(segment,)``):
+    their edges ``(gap_lo, gap_hi)``, seconds, shape ``(segment − 1,)``, and the indices of
+    those at least ``edge_min_pause_s`` long (the pauses whose edges move), int64; no pauses
+    with fewer than two segments or an empty signal."""
+    gap_lo, gap_hi = end_s[:-1], start_s[1:]
+    if start_s.numel() < 2 or x.shape[-1] == 0:
+        return gap_lo, gap_hi, torch.zeros(0, dtype=torch.long)
+    pauses = torch.nonzero(gap_hi - gap_lo >= tuning.edge_min_pause_s - 1e-9).flatten()
+    return gap_lo, gap_hi, pauses
+
+
+def _unless_crossed(
+    start_s: torch.Tensor, end_s: torch.Tensor, new_start: torch.Tensor, new_end: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The new edges of every segment, except where they cross (``new_end ≤ new_start``):
+    there the old ones, seconds, shape ``(segment,)`` each."""
     crossed = new_end <= new_start
     return torch.where(crossed, start_s, new_start), torch.where(crossed, end_s, new_end)
 
@@ -1482,10 +1501,7 @@ def place_edges_by_likelihood(
     """
     t = tuning or ENERGY_TUNING
     start_s, end_s = start_s.clone(), end_s.clone()
-    if start_s.numel() < 2 or x.shape[-1] == 0:
-        return start_s, end_s
-    gap_lo, gap_hi = end_s[:-1], start_s[1:]
-    pauses = torch.nonzero(gap_hi - gap_lo >= t.edge_min_pause_s - 1e-9).flatten()
+    gap_lo, gap_hi, pauses = _pauses_between(x, start_s, end_s, t)
     if pauses.numel() == 0:
         return start_s, end_s
     geo = _lr_geometry(gap_lo[pauses], gap_hi[pauses], sample_rate=sample_rate, tuning=t)
@@ -1502,9 +1518,7 @@ def place_edges_by_likelihood(
         new_end[pauses[live[index]]] = offset
         new_start[pauses[live[index]] + 1] = onset
         fill[short[filled]] = True
-    crossed = new_end <= new_start
-    start_s = torch.where(crossed, start_s, new_start)
-    end_s = torch.where(crossed, end_s, new_end)
+    start_s, end_s = _unless_crossed(start_s, end_s, new_start, new_end)
     keep_end = torch.cat([~fill, fill.new_ones(1)])
     keep_start = torch.cat([fill.new_ones(1), ~fill])
     return start_s[keep_start], end_s[keep_end]
