@@ -8,9 +8,8 @@ from fastapi import APIRouter, File, Form, Path, Request, UploadFile
 from fastapi.responses import JSONResponse
 
 from app.deps import JobsDep, ObjectsDep, ProcessCaller, ReadCaller, SettingsDep
-from app.errors import InvalidRequest
 from app.models.jobs import JOB_ID_EXAMPLE, JobAccepted, JobStatusResponse
-from app.routers.process import OPTIONS_EXAMPLE, parse_options, read_upload
+from app.routers.process import OPTIONS_EXAMPLE, parse_options, read_recording
 from app.routers.responses import AUTH_STATUSES, JSON_INPUT_BODY, problems
 from app.services.jobs import JobState
 
@@ -74,17 +73,7 @@ async def submit_job(
     /process still works).
     """
     parsed = parse_options(options)
-    if (file is None) == (uri is None):
-        raise InvalidRequest(
-            "Send exactly one of `file` (the recording's bytes) and `uri` (s3://bucket/key); "
-            + ("both were sent." if file is not None else "neither was sent.")
-        )
-    if file is not None:
-        data = await read_upload(file, settings.max_upload_bytes)
-    else:
-        assert uri is not None
-        data = await objects.fetch_object(uri)
-    far_end = None if reference is None else await read_upload(reference, settings.max_upload_bytes)
+    data, far_end = await read_recording(file, uri, reference, settings.max_upload_bytes, objects)
     state = await jobs.submit(
         data,
         parsed,

@@ -19,6 +19,7 @@ from app.routers.responses import (
     JSONBytes,
     problems,
 )
+from app.services.s3 import ObjectSource
 
 router = APIRouter(tags=["process"])
 
@@ -49,6 +50,29 @@ async def read_upload(file: UploadFile, max_bytes: int) -> bytes:
             f"{file.filename or 'The upload'} is empty (0 bytes). Send the recording's bytes."
         )
     return data
+
+
+async def read_recording(
+    file: UploadFile | None,
+    uri: str | None,
+    reference: UploadFile | None,
+    max_bytes: int,
+    objects: ObjectSource,
+) -> tuple[bytes, bytes | None]:
+    """The recording's bytes (from exactly one of ``file`` and ``uri``) and the far-end
+    reference's, if one was sent; refuses both or neither source, empty and oversized files."""
+    if (file is None) == (uri is None):
+        raise InvalidRequest(
+            "Send exactly one of `file` (the recording's bytes) and `uri` (s3://bucket/key); "
+            + ("both were sent." if file is not None else "neither was sent.")
+        )
+    if file is not None:
+        data = await read_upload(file, max_bytes)
+    else:
+        assert uri is not None
+        data = await objects.fetch_object(uri)
+    far_end = None if reference is None else await read_upload(reference, max_bytes)
+    return data, far_end
 
 
 def parse_options(text: str | None) -> ProcessingOptions:
@@ -141,17 +165,7 @@ async def process(
     from S3); a repeat is answered from the cache with `"cached": true`.
     """
     parsed = parse_options(options)
-    if (file is None) == (uri is None):
-        raise InvalidRequest(
-            "Send exactly one of `file` (the recording's bytes) and `uri` (s3://bucket/key); "
-            + ("both were sent." if file is not None else "neither was sent.")
-        )
-    if file is not None:
-        data = await read_upload(file, settings.max_upload_bytes)
-    else:
-        assert uri is not None
-        data = await objects.fetch_object(uri)
-    far_end = None if reference is None else await read_upload(reference, settings.max_upload_bytes)
+    data, far_end = await read_recording(file, uri, reference, settings.max_upload_bytes, objects)
     result, cached, persist = await results.process(data, parsed, caller.tenant, far_end)
     request.state.resource_id = result.id  # for the audit line
     if persist is not None:
