@@ -144,11 +144,12 @@ def runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.flatnonzero(change == 1), np.flatnonzero(change == -1)
 
 
-def oracle_labels(y: np.ndarray) -> np.ndarray:
-    """Speech frames of a clean recording: > 10 dB over its floor, runs < 30 ms dropped, gaps
-    < 100 ms filled."""
+def oracle_labels(y: np.ndarray, floor_db: float | None = None) -> np.ndarray:
+    """Speech frames of a clean recording: > 10 dB over its floor (``floor_db``, default the
+    10th percentile of its frame levels), runs < 30 ms dropped, gaps < 100 ms filled."""
     level = frame_db(y)
-    mask = level > np.percentile(level, 10) + 10.0
+    floor = np.percentile(level, 10) if floor_db is None else floor_db
+    mask = level > floor + 10.0
     for a, b in zip(*runs(mask), strict=True):
         if b - a < 3:
             mask[a:b] = False
@@ -206,6 +207,11 @@ def insert_pauses(
     Every join (clip → tone, tone → clip) is faded out and in over :data:`JOIN_FADE` samples
     (raised cosine): the waveforms do not meet, and a jump there is a click (measured: 5–40×
     the typical sample-to-sample step of the room tone) that a detector rightly hears.
+
+    The labels are :func:`oracle_labels` of the audio with the pauses in (the clip's own floor:
+    the room tone does not move the threshold). Labelling the clip first and splicing the
+    labels would keep a filled gap (< 100 ms of quiet between two words) labelled speech
+    even where a pause now follows it.
     """
     labels = oracle_labels(y)
     level = np.convolve(frame_db(y), np.ones(5) / 5, mode="same")
@@ -221,22 +227,17 @@ def insert_pauses(
     lengths = rng.uniform(*PAUSE_RANGE_S, PAUSES_PER_CLIP)
     tone = room_tone(y, labels)
     tone = np.concatenate([tone, tone[::-1]])  # mirrored tiling: no jumps at the joins
-    audio, label_parts, inserted, previous, position = [], [], [], 0, 0
+    audio, inserted, previous, position = [], [], 0, 0
     for frame, length in zip(points, lengths, strict=True):
         size = int(length * SAMPLE_RATE) // HOP * HOP
         audio += [_faded(y[previous * HOP : frame * HOP]), _faded(np.resize(tone, size))]
-        label_parts += [labels[previous:frame], np.zeros(size // HOP, bool)]
         position += (frame - previous) * HOP
         inserted.append((position / SAMPLE_RATE, (position + size) / SAMPLE_RATE))
         position += size
         previous = frame
     audio.append(_faded(y[previous * HOP :]))
-    label_parts.append(labels[previous:])
     out = np.concatenate(audio).astype(np.float32)
-    labels_out = np.concatenate(label_parts)
-    n = n_frames(out)
-    labels_out = np.concatenate([labels_out, np.zeros(max(0, n - len(labels_out)), bool)])[:n]
-    return out, labels_out, inserted
+    return out, oracle_labels(out, floor_db=float(np.percentile(frame_db(y), 10))), inserted
 
 
 def _faded(piece: np.ndarray) -> np.ndarray:
@@ -270,7 +271,7 @@ def reference_pauses(labels: np.ndarray, inserted: Segments) -> Segments:
     pauses = []
     for a, b in zip(*runs(~labels), strict=True):
         start, end = (a - 0.5) * HOP_S, (b - 0.5) * HOP_S
-        if any(start <= s and e <= end + HOP_S for s, e in inserted):
+        if any(start <= s + HOP_S and e <= end + HOP_S for s, e in inserted):
             pauses.append((start, end))
     return pauses
 
