@@ -302,6 +302,68 @@ def test_a_click_in_a_quiet_pause_does_not_move_the_edge() -> None:
     assert end[0] > 1.34
 
 
+def band_noise(
+    band_hz: tuple[float, float],
+    rms: float,
+    seed: int,
+    *,
+    span: tuple[float, float] | None = None,
+    seconds: float = 4.0,
+) -> torch.Tensor:
+    """White noise limited to ``band_hz`` with ``rms`` (over the whole signal), optionally
+    only over ``span`` (seconds, 40 ms linear ramps)."""
+    n = int(seconds * SR)
+    spectrum = np.fft.rfft(np.random.default_rng(seed).standard_normal(n))
+    f = np.fft.rfftfreq(n, 1 / SR)
+    spectrum[(f < band_hz[0]) | (f > band_hz[1])] = 0
+    noise = np.fft.irfft(spectrum, n)
+    noise *= rms / noise.std()
+    if span is not None:
+        t = np.arange(n) / SR
+        noise *= np.clip(np.minimum(t - span[0], span[1] - t) / 0.04, 0, 1)
+    return torch.tensor(noise, dtype=torch.float32)
+
+
+def test_breaths_next_to_a_quiet_pause_are_not_speech(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Room tone mostly under 150 Hz (−50 dB); 60 ms after the first burst and 60 ms before the
+    # second, a 260 ms breath: 1.5–6 kHz noise that lifts the total level by only ≈ 3 dB but
+    # its bands by > 25 dB, which the detector and the refinement hear.
+    x = harmonic_bursts([(0.5, 1.3), (2.2, 3.0)], noise=1e-4) + band_noise((20, 150), 3e-3, 9)
+    for seed, span in enumerate([(1.36, 1.62), (1.88, 2.14)]):
+        x += band_noise((1500, 6000), 3e-3, seed, span=span)
+
+    def edges() -> tuple[float, float]:
+        found = vad(x, sample_rate=SR, hop_length=HOP).segments
+        assert len(found) == 2
+        return found[0].end_s, found[1].start_s
+
+    offset, onset = edges()
+    assert offset == pytest.approx(1.3, abs=0.015) and onset == pytest.approx(2.2, abs=0.015)
+    monkeypatch.setattr(segment, "trim_detached_weak_sounds", keep_edges)
+    offset, onset = edges()
+    assert offset > 1.55 and onset < 1.95  # the breaths were speech
+
+
+def test_detached_sounds_that_are_loud_or_under_noise_stay_speech() -> None:
+    start = torch.tensor([0.5, 2.2], dtype=torch.float64)
+    end = torch.tensor([1.5, 3.0], dtype=torch.float64)
+    # A loud second syllable 60 ms after the first one, next to a quiet pause: sustained
+    # 10 dB over the pause, it is speech.
+    x = harmonic_bursts([(0.5, 1.3), (1.36, 1.5), (2.2, 3.0)], noise=1e-4)
+    kept = segment.trim_detached_weak_sounds(x, start, end, sample_rate=SR)
+    assert torch.equal(kept[0], start) and torch.equal(kept[1], end)
+    # A soft one (12 dB under the bursts) in noise 10 dB under them: weak against the pause,
+    # but the pause is not quiet (under lr_gate_db: the noise masks what is weak), so it stays
+    # speech; taken for a quiet pause it would be cut off.
+    x = harmonic_bursts([(0.5, 1.3), (2.2, 3.0)], snr_db=10.0, seed=3)
+    x += 0.25 * harmonic_bursts([(1.36, 1.5)], noise=0.0)
+    kept = segment.trim_detached_weak_sounds(x, start, end, sample_rate=SR)
+    assert torch.equal(kept[0], start) and torch.equal(kept[1], end)
+    ungated = dataclasses.replace(segment.ENERGY_TUNING, lr_gate_db=-math.inf)
+    trimmed = segment.trim_detached_weak_sounds(x, start, end, sample_rate=SR, tuning=ungated)
+    assert trimmed[1][0] == pytest.approx(1.3, abs=0.01)
+
+
 def test_isolated_transients_are_short_runs_after_a_window_of_nothing() -> None:
     pattern = "11111 000 11 0000 111 0000 11111 0000".replace(" ", "")  # speech side first
     active = torch.tensor([[c == "1" for c in pattern]])
