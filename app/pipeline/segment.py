@@ -37,7 +37,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal, get_args
+from typing import Literal, Protocol, get_args
 
 import torch
 import torch.nn.functional as F
@@ -1138,16 +1138,12 @@ def refine_pause_edges(
     """
     t = tuning or ENERGY_TUNING
     start_s, end_s = start_s.clone(), end_s.clone()
-    gap_lo, gap_hi, pauses = _pauses_between(x, start_s, end_s, t)
+    *_, pauses = _pauses_between(x, start_s, end_s, t)
     if pauses.numel() == 0:
         return start_s, end_s
-    half = ((gap_hi - gap_lo) / 2.0)[pauses]
-    offsets = _refine_edges(x, gap_lo[pauses], half, 1, sample_rate=sample_rate, tuning=t)
-    onsets = _refine_edges(x, gap_hi[pauses], half, -1, sample_rate=sample_rate, tuning=t)
-    new_end, new_start = end_s.clone(), start_s.clone()
-    new_end[pauses] = offsets
-    new_start[pauses + 1] = onsets
-    return _unless_crossed(start_s, end_s, new_start, new_end)
+    return _move_pause_edges(
+        x, start_s, end_s, pauses, _refine_edges, sample_rate=sample_rate, tuning=t
+    )
 
 
 def _pauses_between(
@@ -1162,6 +1158,41 @@ def _pauses_between(
         return gap_lo, gap_hi, torch.zeros(0, dtype=torch.long)
     pauses = torch.nonzero(gap_hi - gap_lo >= tuning.edge_min_pause_s - 1e-9).flatten()
     return gap_lo, gap_hi, pauses
+
+
+class _EdgeMover(Protocol):
+    def __call__(
+        self,
+        x: torch.Tensor,
+        edge_s: torch.Tensor,
+        half_pause_s: torch.Tensor,
+        direction: int,
+        *,
+        sample_rate: int,
+        tuning: EnergyVadTuning,
+    ) -> torch.Tensor: ...
+
+
+def _move_pause_edges(
+    x: torch.Tensor,
+    start_s: torch.Tensor,
+    end_s: torch.Tensor,
+    pauses: torch.Tensor,
+    move: _EdgeMover,
+    *,
+    sample_rate: int,
+    tuning: EnergyVadTuning,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The segments (``start_s``, ``end_s``: seconds, shape ``(segment,)``) with the edges of
+    the gaps ``pauses`` (indices, as :func:`_pauses_between` gives them) moved by ``move``:
+    offsets with ``direction`` +1, onsets with −1, each with half its pause (seconds); where a
+    segment's new edges cross, its old ones."""
+    gap_lo, gap_hi = end_s[pauses], start_s[pauses + 1]
+    half = (gap_hi - gap_lo) / 2.0
+    new_end, new_start = end_s.clone(), start_s.clone()
+    new_end[pauses] = move(x, gap_lo, half, 1, sample_rate=sample_rate, tuning=tuning)
+    new_start[pauses + 1] = move(x, gap_hi, half, -1, sample_rate=sample_rate, tuning=tuning)
+    return _unless_crossed(start_s, end_s, new_start, new_end)
 
 
 def _unless_crossed(
@@ -1442,13 +1473,9 @@ def trim_detached_weak_sounds(
     pauses = pauses[~_lr_gate(x, geo, tuning=t)]
     if pauses.numel() == 0:
         return start_s, end_s
-    half = ((gap_hi - gap_lo) / 2.0)[pauses]
-    new_end, new_start = end_s.clone(), start_s.clone()
-    new_end[pauses] = _trim_edges(x, gap_lo[pauses], half, 1, sample_rate=sample_rate, tuning=t)
-    new_start[pauses + 1] = _trim_edges(
-        x, gap_hi[pauses], half, -1, sample_rate=sample_rate, tuning=t
+    return _move_pause_edges(
+        x, start_s, end_s, pauses, _trim_edges, sample_rate=sample_rate, tuning=t
     )
-    return _unless_crossed(start_s, end_s, new_start, new_end)
 
 
 def _trim_edges(
