@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import torch.nn.functional as F
 
 import app.pipeline.segment as segment
 from app.errors import InvalidOptions
@@ -269,6 +270,64 @@ def test_likelihood_ratio_stage_by_blocks_equals_one_block(
         monkeypatch.setattr(segment, "_LR_BLOCK", block)
         parts = segment.place_edges_by_likelihood(x, start, end, sample_rate=SR)
         assert torch.allclose(parts[0], whole[0]) and torch.allclose(parts[1], whole[1])
+
+
+def babble_noise(seconds: float, seed: int, talkers: int = 8) -> np.ndarray:
+    """Babble-like noise: ``talkers`` harmonic voices (F0 90–260 Hz with vibrato) switched on
+    and off at 3–5 Hz (syllables), summed; its level varies from frame to frame."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    out = np.zeros_like(t)
+    for _ in range(talkers):
+        vibrato = 0.05 * np.sin(2 * np.pi * rng.uniform(2, 5) * t + rng.uniform(0, 6))
+        phase = 2 * np.pi * np.cumsum(rng.uniform(90, 260) * (1 + vibrato)) / SR
+        voice = sum(np.sin(k * phase) / k for k in range(1, 25))
+        on = np.sin(2 * np.pi * rng.uniform(3, 5) * t + rng.uniform(0, 6)) > rng.uniform(-0.2, 0.4)
+        out += voice * np.convolve(on.astype(float), np.ones(160) / 160, mode="same")
+    return out
+
+
+@pytest.mark.parametrize("snr_db", [10.0, 5.0])
+def test_likelihood_ratio_stage_reaches_further_back_under_babble(snr_db: float) -> None:
+    # The detector joins babble bursts to the speech far into the pause (here: an offset
+    # 0.5 s late); bursty pause noise lets the change point search 0.8 s back instead of
+    # 0.15 s.
+    spans = [(0.5, 1.3), (2.2, 3.0)]
+    clean = harmonic_bursts(spans, noise=0.0).numpy().astype(np.float64)
+    noise = babble_noise(4.0, 1)
+    noise *= np.sqrt(np.mean(clean[clean != 0] ** 2) / 10 ** (snr_db / 10) / np.mean(noise**2))
+    x = torch.tensor(clean + noise, dtype=torch.float32)
+    start = torch.tensor([0.5, 2.2], dtype=torch.float64)
+    late = torch.tensor([1.8, 3.0], dtype=torch.float64)
+    geo = segment._lr_geometry(late[:1], start[1:], sample_rate=SR, tuning=segment.ENERGY_TUNING)
+    assert segment._lr_survey(x, geo).bursty(segment.ENERGY_TUNING)
+    placed = segment.place_edges_by_likelihood(x, start, late, sample_rate=SR)
+    assert placed[1][0] == pytest.approx(1.3, abs=0.07)
+    steady = dataclasses.replace(segment.ENERGY_TUNING, lr_bursty_spread_db=math.inf)
+    held = segment.place_edges_by_likelihood(x, start, late, sample_rate=SR, tuning=steady)
+    assert held[1][0] > 1.6
+
+
+@pytest.mark.parametrize("colour", ["white", "pink"])
+def test_stationary_noise_is_not_bursty(colour: str) -> None:
+    x = bursts_in_noise([(0.5, 1.3), (2.2, 3.0)], colour, 5.0, 0)
+    geo = segment._lr_geometry(
+        torch.tensor([1.3]).double(), torch.tensor([2.2]).double(), sample_rate=SR,
+        tuning=segment.ENERGY_TUNING,
+    )  # fmt: skip
+    survey = segment._lr_survey(x, geo)
+    assert float(survey.spread_db[0]) < 1.0 and not survey.bursty(segment.ENERGY_TUNING)
+
+
+def test_differenced_hop_energy_is_the_energy_of_the_difference(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    x = torch.randn(10_007, dtype=torch.float64)
+    difference = torch.diff(x, prepend=x.new_zeros(1))
+    expected = F.pad(difference, (0, -x.numel() % 128)).view(-1, 128).square().sum(dim=1)
+    monkeypatch.setattr(segment, "_LR_STRETCH", 1000)  # stretches meet inside the signal
+    got = segment._hop_energy(x, 128, differenced=True)
+    assert torch.allclose(got, expected, rtol=1e-5)
 
 
 def test_refinement_moves_late_edges_to_the_pause_and_keeps_short_gaps() -> None:
