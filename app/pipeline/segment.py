@@ -1485,7 +1485,7 @@ def trim_detached_weak_sounds(
     if pauses.numel() == 0:
         return start_s, end_s
     geo = _lr_geometry(gap_lo[pauses], gap_hi[pauses], sample_rate=sample_rate, tuning=t)
-    pauses = pauses[~_lr_survey(x, geo).noisy(t)]
+    pauses = pauses[~_lr_survey(x, geo, spread=False).noisy(t)]
     if pauses.numel() == 0:
         return start_s, end_s
     return _move_pause_edges(
@@ -1865,14 +1865,15 @@ class _LrSurvey:
         return bool(spread >= tuning.lr_bursty_spread_db) and bool(speech < tuning.lr_gate_db)
 
 
-def _lr_survey(x: torch.Tensor, geo: _LrGeometry) -> _LrSurvey:
-    """Step 1 of :func:`place_edges_by_likelihood`: the gate's and the mode's measures."""
+def _lr_survey(x: torch.Tensor, geo: _LrGeometry, *, spread: bool = True) -> _LrSurvey:
+    """Step 1 of :func:`place_edges_by_likelihood`: the gate's and the mode's measures (the
+    spreads NaN unless ``spread``)."""
     count = geo.a.numel()
     range_db = torch.zeros(count, dtype=torch.float64)
-    spread_db = torch.zeros(count, dtype=torch.float64)
+    spread_db = torch.full((count,), math.nan, dtype=torch.float64)
     step = torch.arange(geo.frames)
     plain = F.pad(_hop_energy(x, geo.hop), (1, 1))  # entry k + 1: stretch k; zero outside
-    changes = F.pad(_hop_energy(x, geo.hop, differenced=True), (1, 1))
+    changes = F.pad(_hop_energy(x, geo.hop, differenced=True), (1, 1)) if spread else None
     for lo in range(0, count, _LR_BLOCK):
         rows = torch.arange(lo, min(lo + _LR_BLOCK, count))
         frame = geo.first[rows, :, None] + step  # covers stretches frame − 1 and frame
@@ -1884,6 +1885,8 @@ def _lr_survey(x: torch.Tensor, geo: _LrGeometry) -> _LrSurvey:
             [time_s[:, 0] < geo.a[rows, None], time_s[:, 1] > geo.b[rows, None]], dim=1
         )
         range_db[rows] = torch.where(speech, level, -math.inf).flatten(1).amax(dim=1) - median
+        if changes is None:
+            continue
         varying = _rectangular_levels(changes, frame, geo.win)
         varying = torch.where(in_pause, varying, torch.nan).flatten(1)
         spread_db[rows] = _upper_quantile(varying, 0.9) - varying.nanmedian(dim=1).values
