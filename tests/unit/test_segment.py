@@ -414,13 +414,13 @@ def test_detached_sounds_that_are_loud_or_under_noise_stay_speech() -> None:
     kept = segment.trim_detached_weak_sounds(x, start, end, sample_rate=SR)
     assert torch.equal(kept[0], start) and torch.equal(kept[1], end)
     # A soft one (12 dB under the bursts) in noise 10 dB under them: weak against the pause,
-    # but the pause is not quiet (under lr_gate_db: the noise masks what is weak), so it stays
-    # speech; taken for a quiet pause it would be cut off.
+    # but the pause is not quiet (the speech < detached_range_db over it: the noise masks what
+    # is weak), so it stays speech; taken for a quiet pause it would be cut off.
     x = harmonic_bursts([(0.5, 1.3), (2.2, 3.0)], snr_db=10.0, seed=3)
     x += 0.25 * harmonic_bursts([(1.36, 1.5)], noise=0.0)
     kept = segment.trim_detached_weak_sounds(x, start, end, sample_rate=SR)
     assert torch.equal(kept[0], start) and torch.equal(kept[1], end)
-    ungated = dataclasses.replace(segment.ENERGY_TUNING, lr_gate_db=-math.inf)
+    ungated = dataclasses.replace(segment.ENERGY_TUNING, detached_range_db=-math.inf)
     trimmed = segment.trim_detached_weak_sounds(x, start, end, sample_rate=SR, tuning=ungated)
     assert trimmed[1][0] == pytest.approx(1.3, abs=0.01)
 
