@@ -1558,12 +1558,15 @@ def _trim_edges(
         rows = torch.nonzero(quiet & (speech_end >= 0) & (speech_end < count - gap - 1))
         rows = rows.flatten()
         if rows.numel() > 0:
+            # Activity matters only after the speech: from the earliest row's speech end on.
+            skip = int(speech_end[rows].min()) + 1
+            after_speech = (-step * (count - 1 - skip), 0, step)  # frames skip … count − 1
             level = _levels_into_pause(
-                x, centre[rows], direction, *look_back, sample_rate=sample_rate, tuning=t
+                x, centre[rows], direction, *after_speech, sample_rate=sample_rate, tuning=t
             )  # (row, frame, band)
             noise, in_noise = _pause_noise(x, centre[rows], half[rows], direction, sample_rate, t)
             threshold = _noise_threshold(torch.where(in_noise[..., None], noise, torch.nan), t)
-            active = (level >= threshold[:, None, :]).any(dim=-1)
+            active = F.pad((level >= threshold[:, None, :]).any(dim=-1), (skip, 0))
             silent = F.avg_pool1d((~active).double()[:, None], gap, stride=1)[:, 0] > 1 - 1e-9
             gap_start = torch.arange(silent.shape[1])  # first frame of each window of `gap`
             after = silent & (gap_start > speech_end[rows, None])
