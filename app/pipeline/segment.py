@@ -1745,7 +1745,7 @@ def place_edges_by_likelihood(
     live = torch.nonzero(survey.noisy(t)).flatten()
     if live.numel() == 0:
         return start_s, end_s
-    if survey.bursty(_pause_spread_db(x, geo), t):
+    if survey.mostly_noisy(t) and survey.bursty(_pause_spread_db(x, geo), t):
         t = replace(t, lr_search_s=t.lr_bursty_search_s, lr_eta=t.lr_bursty_eta)
         geo = _lr_geometry(gap_lo[pauses], gap_hi[pauses], sample_rate=sample_rate, tuning=t)
     noise, count = _lr_noise(x, geo, live, tuning=t)
@@ -1889,15 +1889,17 @@ class _LrSurvey:
         """The pauses whose edges are re-placed: the speech under ``lr_gate_db`` over them."""
         return self.enough & (self.range_db < tuning.lr_gate_db)
 
+    def mostly_noisy(self, tuning: EnergyVadTuning) -> bool:
+        """Whether the median range of the pauses is under ``lr_gate_db``."""
+        enough = self.range_db[self.enough]
+        return bool(enough.numel() > 0) and bool(enough.median() < tuning.lr_gate_db)
+
     def bursty(self, spread_db: torch.Tensor, tuning: EnergyVadTuning) -> bool:
         """Whether the recording's pauses hold bursty noise (babble), given their spreads
-        (:func:`_pause_spread_db`): the median spread at least ``lr_bursty_spread_db`` and the
-        median range under ``lr_gate_db``."""
-        if not bool(self.enough.any()):
-            return False
-        spread = spread_db[self.enough].median()
-        speech = self.range_db[self.enough].median()
-        return bool(spread >= tuning.lr_bursty_spread_db) and bool(speech < tuning.lr_gate_db)
+        (:func:`_pause_spread_db`; only needed when :meth:`mostly_noisy`): mostly noisy, and
+        the median spread at least ``lr_bursty_spread_db``."""
+        spread = spread_db[self.enough]
+        return self.mostly_noisy(tuning) and bool(spread.median() >= tuning.lr_bursty_spread_db)
 
 
 def _lr_survey(x: torch.Tensor, geo: _LrGeometry) -> _LrSurvey:
