@@ -300,8 +300,7 @@ def test_likelihood_ratio_stage_reaches_further_back_under_babble(snr_db: float)
     start = torch.tensor([0.5, 2.2], dtype=torch.float64)
     late = torch.tensor([1.8, 3.0], dtype=torch.float64)
     geo = segment._lr_geometry(late[:1], start[1:], sample_rate=SR, tuning=segment.ENERGY_TUNING)
-    survey = segment._lr_survey(x, geo)
-    assert survey.bursty(segment._pause_spread_db(x, geo), segment.ENERGY_TUNING)
+    assert segment._lr_survey(x, geo).bursty(x, geo, segment.ENERGY_TUNING)
     placed = segment.place_edges_by_likelihood(x, start, late, sample_rate=SR)
     assert placed[1][0] == pytest.approx(1.3, abs=0.07)
     steady = dataclasses.replace(segment.ENERGY_TUNING, lr_bursty_spread_db=math.inf)
@@ -318,7 +317,7 @@ def test_stationary_noise_is_not_bursty(colour: str) -> None:
     )  # fmt: skip
     spread = segment._pause_spread_db(x, geo)
     survey = segment._lr_survey(x, geo)
-    assert float(spread[0]) < 1.0 and not survey.bursty(spread, segment.ENERGY_TUNING)
+    assert float(spread[0]) < 1.0 and not survey.bursty(x, geo, segment.ENERGY_TUNING)
 
 
 def test_differenced_hop_energy_is_the_energy_of_the_difference(
