@@ -17,9 +17,10 @@ Diarization, in four steps, all on a 10 ms frame grid at 16 kHz:
    clusters' mean embeddings: the most similar pair is merged until no pair is more similar than
    ``threshold``. A cluster counts as a speaker when its windows cover at least ``min_speaker_s``
    of speech; smaller clusters (turn fragments, mixed windows) join the speaker whose centroid is
-   nearest. With ``num_speakers``, merging stops at the last step with exactly that many speakers
-   (fragments absorbed as far as possible before two speakers would merge); ``max_speakers`` caps
-   the estimate the same way. One pass of nearest-centroid reassignment refines the centroids.
+   nearest. With ``num_speakers``, merging stops at the step with exactly that many speakers
+   nearest to where the threshold would stop it (so telling the number the threshold finds
+   changes nothing); ``max_speakers`` caps the estimate the same way. One pass of
+   nearest-centroid reassignment refines the centroids.
 4. **Labelling.** Every speech frame gets the speaker whose centroid is most similar to the
    Hann-weighted average of the embeddings of the windows covering it (frames no window covers
    take the nearest covered frame's scores), then a mode filter over ``smooth_s`` of speech
@@ -985,13 +986,12 @@ def _cluster(
     big = torch.tensor([_n_big(weight, min_frames)] + [m[3] for m in merges])
     clusters = torch.arange(n, 0, -1)  # clusters before each step (index = steps taken)
 
+    below = torch.nonzero(sims < threshold).flatten()
+    steps = int(below[0]) if below.numel() else len(merges)
     if num_speakers is not None:
-        steps = _steps_for_count(big, clusters, num_speakers)
-    else:
-        below = torch.nonzero(sims < threshold).flatten()
-        steps = int(below[0]) if below.numel() else len(merges)
-        if int(big[steps]) > max_speakers:
-            steps = _steps_for_count(big, clusters, max_speakers)
+        steps = _steps_for_count(big, clusters, num_speakers, near=steps)
+    elif int(big[steps]) > max_speakers:
+        steps = _steps_for_count(big, clusters, max_speakers, near=steps)
     labels = torch.arange(n)
     for i, j, _, _ in merges[:steps]:
         labels[labels == j] = i
@@ -1050,13 +1050,14 @@ def _merge_sequence(
     return merges
 
 
-def _steps_for_count(big: torch.Tensor, clusters: torch.Tensor, count: int) -> int:
-    """Merges to take so that ``count`` speakers remain: the last step with exactly ``count``
-    big clusters (fragments absorbed as far as possible before two speakers would merge);
-    without one, the step with ``count`` clusters."""
+def _steps_for_count(big: torch.Tensor, clusters: torch.Tensor, count: int, near: int) -> int:
+    """Merges to take so that ``count`` speakers remain: of the steps with exactly ``count``
+    big clusters, the one nearest to step ``near`` (where the similarity threshold stops; the
+    later one on a tie); without one, the step with ``count`` clusters."""
     exact = torch.nonzero(big == count).flatten()
     if exact.numel():
-        return int(exact[-1])
+        distance = (exact - near).abs() * 2 - (exact > near).long()
+        return int(exact[int(distance.argmin())])
     return min(max(clusters.shape[0] - count, 0), clusters.shape[0] - 1)
 
 
