@@ -107,10 +107,9 @@ TARGET_ENERGY_GAP = 0.03
 TARGET_ENERGY_SPEEDUP = 20.0
 TARGET_PAUSE_F1 = 0.90
 #: Floors of the default backend's pause-boundary F1 on draw 0: the target where it is met
-#: (measured: clean 0.930, 20 dB 0.985), else a regression floor about one boundary under the
-#: measured value (10 dB 0.840, 5 dB 0.815 with the likelihood-ratio edge placement; was 0.774
-#: and 0.687; docs/quality.md gives the rows over 8 draws).
-PAUSE_F1_FLOOR = {"clean": TARGET_PAUSE_F1, "20 dB": TARGET_PAUSE_F1, "10 dB": 0.88, "5 dB": 0.78}
+#: (measured: clean 0.977, 20 dB 1.000), else a regression floor about one boundary under the
+#: measured value (10 dB 0.901, 5 dB 0.862; docs/quality.md gives the rows over 8 draws).
+PAUSE_F1_FLOOR = {"clean": TARGET_PAUSE_F1, "20 dB": TARGET_PAUSE_F1, "10 dB": 0.88, "5 dB": 0.84}
 TARGET_ENERGY_SECONDS = 0.05
 
 Segments = list[tuple[float, float]]
