@@ -359,7 +359,7 @@ def webrtc_raw(y: np.ndarray) -> Segments:
 def silero_default(y: np.ndarray) -> Segments:
     import silero_vad
 
-    from app.pipeline.segment import silero_model
+    from app.pipeline.vad_models import silero_model
 
     stamps = silero_vad.get_speech_timestamps(
         torch.from_numpy(y), silero_model(), sampling_rate=SAMPLE_RATE, return_seconds=True

@@ -50,7 +50,7 @@ sample ``t * hop_length`` at ``sample_rate``.
 Memory: the 16 kHz and 8 kHz signals are never made whole. Frame levels and the two-pitch cue
 are computed a block of :data:`_BLOCK_FRAMES` frames at a time, and each batch of windows' mel
 frames from the input samples it covers, each stretch resampled from the input samples it needs
-(:func:`~app.pipeline.segment._stretch_at_rate`, the same values as a whole-signal resampling).
+(:func:`~app.pipeline.normalize.resample_stretch`, the same values as a whole-signal resampling).
 Beyond the signal, a call holds a bounded working set (one batch, one block: about 40 MB) plus
 a few numbers per 10 ms frame and one embedding per window.
 """
@@ -67,9 +67,10 @@ import torch
 import torch.nn.functional as F
 
 from app.errors import InvalidOptions
+from app.pipeline.energy_vad import centred_frames
 from app.pipeline.features.frames import FrameSpec
 from app.pipeline.features.spectral import mel_filterbank
-from app.pipeline.segment import _centred_frames, _stretch_at_rate
+from app.pipeline.normalize import resample_stretch
 
 #: The speaker encoder's sample rate, Hz; its mel frames: 25 ms Hann window, 10 ms hop, 40 bands
 #: (librosa's ``melspectrogram`` defaults otherwise, power, Slaney filters).
@@ -608,7 +609,7 @@ def _two_pitch_frames(
 ) -> torch.Tensor:
     """:func:`two_pitch_cue` of ``count`` frames centred on samples ``round(t · step)`` of the
     signal at 8 kHz, shape ``(count,)``. The 8 kHz signal is resampled a block of
-    :data:`_BLOCK_FRAMES` frames at a time (:func:`~app.pipeline.segment._stretch_at_rate`)."""
+    :data:`_BLOCK_FRAMES` frames at a time (:func:`~app.pipeline.normalize.resample_stretch`)."""
     win, n_fft = 320, 1024
     device = samples.device
     window, window_acf, band = _two_pitch_constants(win, n_fft, device)
@@ -620,8 +621,8 @@ def _two_pitch_frames(
         # The samples of a whole block (the same length for every block, see _encoder_frames).
         start = math.floor(first * step) - win // 2 - 1
         end = start + math.ceil((_BLOCK_FRAMES - 1) * step) + win + 2
-        y = _stretch_at_rate(samples, sample_rate=sample_rate, rate=_PITCH_RATE, lo=start, hi=end)
-        frames = _centred_frames(
+        y = resample_stretch(samples, sample_rate=sample_rate, rate=_PITCH_RATE, lo=start, hi=end)
+        frames = centred_frames(
             y.to(device), step=step, first=first, count=rows, win=win, origin=start
         )
         frames = (frames - frames.mean(dim=1, keepdim=True)) * window
@@ -902,13 +903,13 @@ def _encoder_frames(samples: torch.Tensor, sample_rate: int, first: int) -> torc
     """Frames ``first … first + B − 1`` (``B`` = :data:`_BLOCK_FRAMES`) of the signal at 16 kHz:
     ``(B, 400)`` samples centred on samples ``160 t`` (zero beyond the signal, like ``_FRAMES``'
     constant padding), resampled from the input samples they need
-    (:func:`~app.pipeline.segment._stretch_at_rate`), on ``samples``' device. Every block has
+    (:func:`~app.pipeline.normalize.resample_stretch`), on ``samples``' device. Every block has
     the same shape, so the resampler's convolution is planned once (oneDNN caches a primitive
     per input shape)."""
     hop, win = _FRAMES.hop_length, _FRAMES.win_length
     lo = first * hop - win // 2
     hi = lo + (_BLOCK_FRAMES - 1) * hop + win
-    y = _stretch_at_rate(samples, sample_rate=sample_rate, rate=ENCODER_RATE, lo=lo, hi=hi)
+    y = resample_stretch(samples, sample_rate=sample_rate, rate=ENCODER_RATE, lo=lo, hi=hi)
     return y.to(samples.device).unfold(0, win, hop)
 
 

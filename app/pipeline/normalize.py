@@ -14,6 +14,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 import torchaudio
 
 from app.errors import InvalidOptions
@@ -98,6 +99,57 @@ def resample(samples: torch.Tensor, orig_freq: int, new_freq: int) -> torch.Tens
     if orig_freq == new_freq:
         return samples
     return _resampler(orig_freq, new_freq, samples.device)(samples)
+
+
+def zero_outside(y: torch.Tensor, origin: int, length: int) -> torch.Tensor:
+    """``y`` (samples ``origin …`` of a signal of ``length`` samples) with the samples before
+    0 and from ``length`` on set to zero."""
+    lo, hi = max(0, -origin), max(0, min(y.shape[-1], length - origin))
+    if lo == 0 and hi == y.shape[-1]:
+        return y
+    return F.pad(y[lo:hi], (lo, y.shape[-1] - hi))
+
+
+#: Reach of :func:`~app.pipeline.normalize.resample`'s kernel, in samples of the lower rate
+#: (16 zero crossings / 0.945 roll-off, rounded up with room to spare).
+_RESAMPLE_REACH = 32
+
+
+def resample_stretch(
+    x: torch.Tensor, *, sample_rate: int, rate: int, lo: int, hi: int
+) -> torch.Tensor:
+    """Samples ``lo … hi − 1`` of ``resample(x, sample_rate, rate)``, zero outside its
+    ``ceil(time · rate / sample_rate)`` samples; float32 on the CPU, shape ``(hi − lo,)``.
+
+    Only the input samples the stretch needs are resampled: a stretch starting at a multiple
+    of the resampler's input period, with a margin of the kernel's reach (zero beyond the
+    signal's ends, as the whole-signal resampling pads), so the values equal the whole-signal
+    ones and the memory does not grow with the signal's length.
+
+    Args:
+        x: signal, shape ``(time,)``, full scale = 1.0, on any device.
+        sample_rate: ``x``'s rate, Hz.
+        rate: the rate of the stretch, Hz.
+        lo: first sample of the stretch, at ``rate`` (may be negative).
+        hi: end (exclusive), ``≥ lo``.
+    """
+    n = x.shape[-1]
+    if sample_rate == rate:
+        part = x[min(max(lo, 0), n) : min(max(hi, 0), n)].detach().float().cpu()
+        before = min(max(0, -lo), hi - lo)
+        return F.pad(part, (before, hi - lo - before - part.shape[-1]))
+    divisor = math.gcd(sample_rate, rate)
+    period_in, period_out = sample_rate // divisor, rate // divisor  # samples per period
+    reach = -(-_RESAMPLE_REACH * sample_rate // min(sample_rate, rate) // period_in) + 1
+    first = lo // period_out - reach  # in resampler periods
+    last = -(-hi // period_out) + reach
+    a, b = first * period_in, last * period_in  # input samples
+    part = x[min(max(a, 0), n) : min(max(b, 0), n)].detach().float().cpu()
+    before = min(max(0, -a), b - a)
+    stretch = F.pad(part, (before, b - a - before - part.shape[-1]))
+    origin = first * period_out
+    y = zero_outside(resample(stretch, sample_rate, rate), origin, -(-n * rate // sample_rate))
+    return y[lo - origin : hi - origin]
 
 
 def _biquad_response(b: np.ndarray, a: np.ndarray, omega: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ FeatureName = Literal[
 UnvoicedMode = Literal["zero", "nan", "interpolate"]
 #: ``auto`` is the decision-directed MMSE log-spectral amplitude estimator with back-off.
 DenoiseMethod = Literal["auto", "mmse", "spectral_subtraction", "off"]
-#: ``auto`` is the project's own energy/periodicity detector (see app/pipeline/segment.py).
+#: ``auto`` is the project's own energy/periodicity detector (see app/pipeline/energy_vad.py).
 VadChoice = Literal["auto", "energy", "silero", "webrtc", "off"]
 FeaturePreset = Literal["default", "librosa", "whisper", "kaldi", "wav2vec2", "egemaps"]
 FeatureNormalization = Literal["none", "cmn", "cmvn", "sliding_cmn", "global"]

@@ -18,7 +18,11 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 
+import app.pipeline.energy_vad as energy_vad
+import app.pipeline.normalize as normalize
+import app.pipeline.pause_edges as pause_edges
 import app.pipeline.segment as segment
+import app.pipeline.vad_models as vad_models
 from app.errors import InvalidOptions
 from app.pipeline.normalize import resample
 from app.pipeline.segment import (
@@ -185,7 +189,7 @@ def test_pause_edges_are_refined_without_the_hangover(
 
 #: The likelihood-ratio stage without its corrections for word ends hidden by stationary noise.
 CHANGE_POINT_ONLY = dataclasses.replace(
-    segment.ENERGY_TUNING, lr_onset_extend_s=0.0, lr_offset_shift_s_per_db=0.0
+    energy_vad.ENERGY_TUNING, lr_onset_extend_s=0.0, lr_offset_shift_s_per_db=0.0
 )
 
 
@@ -216,7 +220,7 @@ def test_likelihood_ratio_stage_places_edges_the_refinement_misses(
     # Cases where the level tests of refine_pause_edges leave an edge 60–100 ms off (a noise
     # run taken for speech next to it); the change point of the evidence is within 10 ms. (The
     # corrections for hidden word ends under stationary noise are tested on their own below.)
-    monkeypatch.setattr(segment, "ENERGY_TUNING", CHANGE_POINT_ONLY)
+    monkeypatch.setattr(pause_edges, "ENERGY_TUNING", CHANGE_POINT_ONLY)
     spans = [(0.5, 1.3), (1.8, 2.5), (3.0, 3.6)]
     x = bursts_in_noise(spans, colour, snr_db, seed)
 
@@ -243,11 +247,11 @@ def test_likelihood_ratio_stage_keeps_the_edges_of_quiet_pauses() -> None:
     x = harmonic_bursts([(0.5, 1.3), (1.8, 2.5), (3.0, 3.6)])
     start = torch.tensor([0.5, 1.8, 3.0], dtype=torch.float64)
     end = torch.tensor([1.33, 2.5, 3.6], dtype=torch.float64)  # a late offset too
-    placed = segment.place_edges_by_likelihood(x, start, end, sample_rate=SR)
+    placed = pause_edges.place_edges_by_likelihood(x, start, end, sample_rate=SR)
     assert torch.equal(placed[0], start) and torch.equal(placed[1], end)
     # Without the gate the same call moves the late offset.
-    ungated = dataclasses.replace(segment.ENERGY_TUNING, lr_gate_db=math.inf)
-    moved = segment.place_edges_by_likelihood(x, start, end, sample_rate=SR, tuning=ungated)
+    ungated = dataclasses.replace(energy_vad.ENERGY_TUNING, lr_gate_db=math.inf)
+    moved = pause_edges.place_edges_by_likelihood(x, start, end, sample_rate=SR, tuning=ungated)
     assert moved[1][0] == pytest.approx(1.3, abs=0.01)
 
 
@@ -258,13 +262,13 @@ def test_likelihood_ratio_stage_fills_a_false_gap_inside_a_burst() -> None:
     # middle of the pause (noise) between two short segments stays.
     start = torch.tensor([0.5, 1.0, 1.8, 3.0], dtype=torch.float64)
     end = torch.tensor([0.9, 1.3, 2.5, 3.6], dtype=torch.float64)
-    placed_start, placed_end = segment.place_edges_by_likelihood(
+    placed_start, placed_end = pause_edges.place_edges_by_likelihood(
         x, start, end, sample_rate=SR, tuning=CHANGE_POINT_ONLY
     )
     assert placed_start.tolist() == pytest.approx([0.5, 1.8, 3.0], abs=0.01)
     assert placed_end.tolist() == pytest.approx([1.3, 2.5, 3.6], abs=0.01)
-    kept = dataclasses.replace(segment.ENERGY_TUNING, lr_fill_eta=math.inf)
-    unfilled = segment.place_edges_by_likelihood(x, start, end, sample_rate=SR, tuning=kept)
+    kept = dataclasses.replace(energy_vad.ENERGY_TUNING, lr_fill_eta=math.inf)
+    unfilled = pause_edges.place_edges_by_likelihood(x, start, end, sample_rate=SR, tuning=kept)
     assert unfilled[0].numel() == 4
 
 
@@ -298,7 +302,7 @@ def test_likelihood_ratio_stage_extends_onsets_over_a_weak_sound_under_stationar
         return np.abs(errors)
 
     extended = onset_errors()
-    monkeypatch.setattr(segment, "ENERGY_TUNING", CHANGE_POINT_ONLY)
+    monkeypatch.setattr(pause_edges, "ENERGY_TUNING", CHANGE_POINT_ONLY)
     change_point = onset_errors()
     assert np.all(extended <= 0.05)  # the evaluation's tolerance
     assert np.sum(change_point > 0.05) >= 2
@@ -315,9 +319,9 @@ def test_likelihood_ratio_stage_puts_offsets_later_under_stationary_noise(snr_db
     x = bursts_in_noise(spans, "white", snr_db, 0)
     start = torch.tensor([a - 0.03 for a, _ in spans], dtype=torch.float64)
     end = torch.tensor([b + 0.06 for _, b in spans], dtype=torch.float64)
-    unshifted = dataclasses.replace(segment.ENERGY_TUNING, lr_offset_shift_s_per_db=0.0)
-    shifted = segment.place_edges_by_likelihood(x, start, end, sample_rate=SR)
-    plain = segment.place_edges_by_likelihood(x, start, end, sample_rate=SR, tuning=unshifted)
+    unshifted = dataclasses.replace(energy_vad.ENERGY_TUNING, lr_offset_shift_s_per_db=0.0)
+    shifted = pause_edges.place_edges_by_likelihood(x, start, end, sample_rate=SR)
+    plain = pause_edges.place_edges_by_likelihood(x, start, end, sample_rate=SR, tuning=unshifted)
     assert torch.equal(shifted[0], plain[0])
     later = (shifted[1] - plain[1]).tolist()
     if snr_db == 5.0:
@@ -335,11 +339,11 @@ def test_likelihood_ratio_stage_by_blocks_equals_one_block(
     x = bursts_in_noise(spans, "pink", 5.0, 2, seconds=20.0)
     start = torch.tensor([a - 0.03 for a, _ in spans], dtype=torch.float64)
     end = torch.tensor([b + 0.06 for _, b in spans], dtype=torch.float64)
-    whole = segment.place_edges_by_likelihood(x, start, end, sample_rate=SR)
+    whole = pause_edges.place_edges_by_likelihood(x, start, end, sample_rate=SR)
     assert not torch.equal(whole[1], end)  # edges moved
     for block in (1, 3):
-        monkeypatch.setattr(segment, "_LR_BLOCK", block)
-        parts = segment.place_edges_by_likelihood(x, start, end, sample_rate=SR)
+        monkeypatch.setattr(pause_edges, "_LR_BLOCK", block)
+        parts = pause_edges.place_edges_by_likelihood(x, start, end, sample_rate=SR)
         assert torch.allclose(parts[0], whole[0]) and torch.allclose(parts[1], whole[1])
 
 
@@ -370,25 +374,27 @@ def test_likelihood_ratio_stage_reaches_further_back_under_babble(snr_db: float)
     x = torch.tensor(clean + noise, dtype=torch.float32)
     start = torch.tensor([0.5, 2.2], dtype=torch.float64)
     late = torch.tensor([1.8, 3.0], dtype=torch.float64)
-    geo = segment._lr_geometry(late[:1], start[1:], sample_rate=SR, tuning=segment.ENERGY_TUNING)
-    assert segment._lr_survey(x, geo).bursty(x, geo, segment.ENERGY_TUNING)
-    placed = segment.place_edges_by_likelihood(x, start, late, sample_rate=SR)
+    geo = pause_edges._lr_geometry(
+        late[:1], start[1:], sample_rate=SR, tuning=energy_vad.ENERGY_TUNING
+    )
+    assert pause_edges._lr_survey(x, geo).bursty(x, geo, energy_vad.ENERGY_TUNING)
+    placed = pause_edges.place_edges_by_likelihood(x, start, late, sample_rate=SR)
     assert placed[1][0] == pytest.approx(1.3, abs=0.07)
-    steady = dataclasses.replace(segment.ENERGY_TUNING, lr_bursty_spread_db=math.inf)
-    held = segment.place_edges_by_likelihood(x, start, late, sample_rate=SR, tuning=steady)
+    steady = dataclasses.replace(energy_vad.ENERGY_TUNING, lr_bursty_spread_db=math.inf)
+    held = pause_edges.place_edges_by_likelihood(x, start, late, sample_rate=SR, tuning=steady)
     assert held[1][0] > 1.6
 
 
 @pytest.mark.parametrize("colour", ["white", "pink"])
 def test_stationary_noise_is_not_bursty(colour: str) -> None:
     x = bursts_in_noise([(0.5, 1.3), (2.2, 3.0)], colour, 5.0, 0)
-    geo = segment._lr_geometry(
+    geo = pause_edges._lr_geometry(
         torch.tensor([1.3]).double(), torch.tensor([2.2]).double(), sample_rate=SR,
-        tuning=segment.ENERGY_TUNING,
+        tuning=energy_vad.ENERGY_TUNING,
     )  # fmt: skip
-    spread = segment._pause_spread_db(x, geo)
-    survey = segment._lr_survey(x, geo)
-    assert float(spread[0]) < 1.0 and not survey.bursty(x, geo, segment.ENERGY_TUNING)
+    spread = pause_edges._pause_spread_db(x, geo)
+    survey = pause_edges._lr_survey(x, geo)
+    assert float(spread[0]) < 1.0 and not survey.bursty(x, geo, energy_vad.ENERGY_TUNING)
 
 
 def test_differenced_hop_energy_is_the_energy_of_the_difference(
@@ -397,8 +403,8 @@ def test_differenced_hop_energy_is_the_energy_of_the_difference(
     x = torch.randn(10_007, dtype=torch.float64)
     difference = torch.diff(x, prepend=x.new_zeros(1))
     expected = F.pad(difference, (0, -x.numel() % 128)).view(-1, 128).square().sum(dim=1)
-    monkeypatch.setattr(segment, "_LR_STRETCH", 1000)  # stretches meet inside the signal
-    got = segment._hop_energy(x, 128, differenced=True)
+    monkeypatch.setattr(pause_edges, "_LR_STRETCH", 1000)  # stretches meet inside the signal
+    got = pause_edges._hop_energy(x, 128, differenced=True)
     assert torch.allclose(got, expected, rtol=1e-5)
 
 
@@ -406,12 +412,12 @@ def test_refinement_moves_late_edges_to_the_pause_and_keeps_short_gaps() -> None
     for seed in range(3):  # edges as the hangover at 10 dB SNR leaves them (≈ 60 / 30 ms)
         x = harmonic_bursts([(0.5, 1.3), (1.8, 2.5)], snr_db=10.0, seed=seed)
         late = torch.tensor([0.5, 1.77], dtype=torch.float64), torch.tensor([1.36, 2.5])
-        start, end = segment.refine_pause_edges(x, late[0], late[1].double(), sample_rate=SR)
+        start, end = pause_edges.refine_pause_edges(x, late[0], late[1].double(), sample_rate=SR)
         assert end[0] == pytest.approx(1.3, abs=0.01)
         assert start[1] == pytest.approx(1.8, abs=0.01)
         assert (start[0], end[1]) == (0.5, 2.5)  # edges that border no pause stay
     short = torch.tensor([0.5, 1.35], dtype=torch.float64), torch.tensor([1.3, 2.5])
-    start, end = segment.refine_pause_edges(x, short[0], short[1].double(), sample_rate=SR)
+    start, end = pause_edges.refine_pause_edges(x, short[0], short[1].double(), sample_rate=SR)
     assert torch.equal(start, short[0]) and torch.equal(end, short[1].double())  # 50 ms gap
 
 
@@ -424,12 +430,12 @@ def test_a_click_in_a_quiet_pause_does_not_move_the_edge() -> None:
     click = (t >= 1.34) & (t < 1.343)
     x += torch.where(click, 0.002 * torch.sin(2 * torch.pi * 5000 * t), 0.0)
     late = torch.tensor([0.5, 1.77], dtype=torch.float64), torch.tensor([1.36, 2.5]).double()
-    start, end = segment.refine_pause_edges(x, *late, sample_rate=SR)
+    start, end = pause_edges.refine_pause_edges(x, *late, sample_rate=SR)
     assert end[0] == pytest.approx(1.3, abs=0.01)
     assert start[1] == pytest.approx(1.8, abs=0.01)
     # Counted as speech (as next to a noisy pause), the click would end the speech.
-    clicks_count = dataclasses.replace(segment.ENERGY_TUNING, edge_quiet_range_db=math.inf)
-    start, end = segment.refine_pause_edges(x, *late, sample_rate=SR, tuning=clicks_count)
+    clicks_count = dataclasses.replace(energy_vad.ENERGY_TUNING, edge_quiet_range_db=math.inf)
+    start, end = pause_edges.refine_pause_edges(x, *late, sample_rate=SR, tuning=clicks_count)
     assert end[0] > 1.34
 
 
@@ -481,24 +487,24 @@ def test_detached_sounds_that_are_loud_or_under_noise_stay_speech() -> None:
     # A loud second syllable 60 ms after the first one, next to a quiet pause: sustained
     # 10 dB over the pause, it is speech.
     x = harmonic_bursts([(0.5, 1.3), (1.36, 1.5), (2.2, 3.0)], noise=1e-4)
-    kept = segment.trim_detached_weak_sounds(x, start, end, sample_rate=SR)
+    kept = pause_edges.trim_detached_weak_sounds(x, start, end, sample_rate=SR)
     assert torch.equal(kept[0], start) and torch.equal(kept[1], end)
     # A soft one (12 dB under the bursts) in noise 10 dB under them: weak against the pause,
     # but the pause is not quiet (the speech < detached_range_db over it: the noise masks what
     # is weak), so it stays speech; taken for a quiet pause it would be cut off.
     x = harmonic_bursts([(0.5, 1.3), (2.2, 3.0)], snr_db=10.0, seed=3)
     x += 0.25 * harmonic_bursts([(1.36, 1.5)], noise=0.0)
-    kept = segment.trim_detached_weak_sounds(x, start, end, sample_rate=SR)
+    kept = pause_edges.trim_detached_weak_sounds(x, start, end, sample_rate=SR)
     assert torch.equal(kept[0], start) and torch.equal(kept[1], end)
-    ungated = dataclasses.replace(segment.ENERGY_TUNING, detached_range_db=-math.inf)
-    trimmed = segment.trim_detached_weak_sounds(x, start, end, sample_rate=SR, tuning=ungated)
+    ungated = dataclasses.replace(energy_vad.ENERGY_TUNING, detached_range_db=-math.inf)
+    trimmed = pause_edges.trim_detached_weak_sounds(x, start, end, sample_rate=SR, tuning=ungated)
     assert trimmed[1][0] == pytest.approx(1.3, abs=0.01)
 
 
 def test_isolated_transients_are_short_runs_after_a_window_of_nothing() -> None:
     pattern = "11111 000 11 0000 111 0000 11111 0000".replace(" ", "")  # speech side first
     active = torch.tensor([[c == "1" for c in pattern]])
-    kept = segment._without_isolated_transients(active, 4)
+    kept = pause_edges._without_isolated_transients(active, 4)
     # The 2-frame run follows 3 inactive frames (kept), the 3-frame run 4 (dropped), and the
     # 5-frame run is longer than the window (kept); the first run has nothing before it.
     expected = "11111 000 11 0000 000 0000 11111 0000".replace(" ", "")
@@ -512,7 +518,7 @@ def test_blips_that_do_not_stand_out_from_the_pause_are_dropped() -> None:
     x += 0.2 * harmonic_bursts([(1.8, 1.95)], noise=0.0)
     start = torch.tensor([0.5, 1.8, 2.1, 2.4], dtype=torch.float64)
     end = torch.tensor([1.3, 1.95, 2.25, 3.0], dtype=torch.float64)
-    keep = segment.drop_background_blips(x, start, end, sample_rate=SR)
+    keep = pause_edges.drop_background_blips(x, start, end, sample_rate=SR)
     assert keep.tolist() == [True, True, False, True]
 
 
@@ -520,10 +526,10 @@ def test_chunked_analysis_equals_the_whole_signal_decimation(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     x = harmonic_bursts([(0.5, 1.2), (1.6, 2.4), (2.9, 4.6)], seconds=5.0, snr_db=10.0)
-    y8 = segment._to_rate(x, SR, 8000)
-    y4 = segment._to_rate(y8, 8000, 4000)
-    monkeypatch.setattr(segment, "_CHUNK_FRAMES", 64)
-    blocks = list(segment._analysis_blocks(x, sample_rate=SR, hop_length=HOP))
+    y8 = energy_vad._to_rate(x, SR, 8000)
+    y4 = energy_vad._to_rate(y8, 8000, 4000)
+    monkeypatch.setattr(energy_vad, "_CHUNK_FRAMES", 64)
+    blocks = list(energy_vad._analysis_blocks(x, sample_rate=SR, hop_length=HOP))
     assert len(blocks) == -(-(1 + x.shape[-1] // HOP) // 64)
     for _, _, part8, origin8, part4, origin4 in blocks:
         for whole, part, origin in ((y8, part8, origin8), (y4, part4, origin4)):
@@ -534,7 +540,7 @@ def test_chunked_analysis_equals_the_whole_signal_decimation(
             assert torch.allclose(part[lo - origin : hi - origin], whole[lo:hi], atol=1e-6)
             assert not part[: max(0, -origin)].any()  # zero before the signal, as the whole's
     small = vad(x, sample_rate=SR, hop_length=HOP)
-    monkeypatch.setattr(segment, "_CHUNK_FRAMES", 10**6)
+    monkeypatch.setattr(energy_vad, "_CHUNK_FRAMES", 10**6)
     whole_result = vad(x, sample_rate=SR, hop_length=HOP)
     assert torch.allclose(small.prob, whole_result.prob, atol=1e-5)
     assert [(s.start_s, s.end_s) for s in small.segments] == [
@@ -608,11 +614,11 @@ def test_block_processing_does_not_change_the_cues(
 ) -> None:
     x = harmonic_bursts([(0.5, 1.2), (1.6, 2.4)], seconds=3.0, sample_rate=sample_rate)
     hop = sample_rate // 100
-    tuning = segment.ENERGY_TUNING
-    monkeypatch.setattr(segment, "_CHUNK_FRAMES", 10**6)  # one block: the whole signal
-    whole = segment._analyse(x, sample_rate=sample_rate, hop_length=hop, tuning=tuning)
-    monkeypatch.setattr(segment, "_CHUNK_FRAMES", 37)
-    blocks = segment._analyse(x, sample_rate=sample_rate, hop_length=hop, tuning=tuning)
+    tuning = energy_vad.ENERGY_TUNING
+    monkeypatch.setattr(energy_vad, "_CHUNK_FRAMES", 10**6)  # one block: the whole signal
+    whole = energy_vad._analyse(x, sample_rate=sample_rate, hop_length=hop, tuning=tuning)
+    monkeypatch.setattr(energy_vad, "_CHUNK_FRAMES", 37)
+    blocks = energy_vad._analyse(x, sample_rate=sample_rate, hop_length=hop, tuning=tuning)
     for a, b in zip(whole, blocks, strict=True):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-9)
 
@@ -620,11 +626,11 @@ def test_block_processing_does_not_change_the_cues(
 def test_periodicity_finds_the_f0_of_a_harmonic_tone() -> None:
     t = np.arange(SR) / SR
     x = torch.tensor(sum(np.sin(2 * np.pi * k * 180 * t) / k for k in range(1, 8)))
-    strength, f0 = segment.periodicity(x.float(), sample_rate=SR, hop_length=HOP)
+    strength, f0 = energy_vad.periodicity(x.float(), sample_rate=SR, hop_length=HOP)
     assert float(strength[10:-10].min()) > 0.9
     assert torch.allclose(f0[10:-10], torch.full_like(f0[10:-10], 180.0), rtol=0.01)
     noise = torch.randn(SR, generator=torch.Generator().manual_seed(0))
-    strength, f0 = segment.periodicity(noise, sample_rate=SR, hop_length=HOP)
+    strength, f0 = energy_vad.periodicity(noise, sample_rate=SR, hop_length=HOP)
     assert float(strength.mean()) < 0.4
 
 
@@ -873,7 +879,7 @@ def test_silero_backend_is_silero_itself() -> None:
     """Short signals: Silero's own sequential probabilities, placed at chunk centres; long
     signals (parallel warmed-up streams): the same decisions on ≥ 97 % of the chunks."""
     clips = [load_16k(f"speech/{name}.ogg") for name in ("198-209-0000", "5703-47212-0000")]
-    model = segment.silero_model()
+    model = vad_models.silero_model()
 
     def sequential(y: np.ndarray) -> np.ndarray:
         model.reset_states()
@@ -898,7 +904,7 @@ def test_a_stretch_at_the_backend_rate_equals_the_whole_signal_resampled(lo: int
     x = harmonic_bursts([(0.5, 1.2), (1.6, 1.9)], seconds=2.0, sample_rate=22050)
     whole = resample(x, 22050, SR)  # 32000 samples; zero before and after
     expected = torch.nn.functional.pad(whole, (1000, 20_000))[lo + 1000 : hi + 1000]
-    stretch = segment._stretch_at_rate(x, sample_rate=22050, rate=SR, lo=lo, hi=hi)
+    stretch = normalize.resample_stretch(x, sample_rate=22050, rate=SR, lo=lo, hi=hi)
     assert stretch.shape == (hi - lo,)
     assert torch.allclose(stretch, expected, atol=1e-6)
 
@@ -921,11 +927,11 @@ def test_webrtc_and_silero_by_blocks_equal_the_whole_signal(
             "silero": silero_speech_probability(x, **options),
         }
 
-    monkeypatch.setattr(segment, "_WEBRTC_BLOCK_FRAMES", 37)
-    monkeypatch.setattr(segment, "_SILERO_BLOCK_STEPS", 5)
+    monkeypatch.setattr(vad_models, "_WEBRTC_BLOCK_FRAMES", 37)
+    monkeypatch.setattr(vad_models, "_SILERO_BLOCK_STEPS", 5)
     blocks = run()
-    monkeypatch.setattr(segment, "_WEBRTC_BLOCK_FRAMES", 10**6)
-    monkeypatch.setattr(segment, "_SILERO_BLOCK_STEPS", 10**6)
+    monkeypatch.setattr(vad_models, "_WEBRTC_BLOCK_FRAMES", 10**6)
+    monkeypatch.setattr(vad_models, "_SILERO_BLOCK_STEPS", 10**6)
     whole = run()
     assert torch.equal(blocks["webrtc"], whole["webrtc"])
     assert 0.3 < float(whole["webrtc"].mean()) < 0.95  # speech and pauses both seen
@@ -936,7 +942,7 @@ def test_webrtc_and_silero_by_blocks_equal_the_whole_signal(
 def test_importing_silero_keeps_the_thread_count() -> None:
     code = (
         "import torch; torch.set_num_threads(2)\n"
-        "from app.pipeline.segment import silero_model\n"
+        "from app.pipeline.vad_models import silero_model\n"
         "silero_model(); print(torch.get_num_threads())"
     )
     out = subprocess.run(
