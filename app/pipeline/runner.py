@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,8 +30,21 @@ from app.pipeline.features.presets import resolve
 from app.pipeline.features.spectral import stft_power
 from app.pipeline.segment import PauseStatistics, Phrasing, TimeMap
 
-#: Bumped whenever a change alters any output for the same input and options (part of the id).
-PIPELINE_VERSION = "2"
+
+def _source_digest(root: Path) -> str:
+    """The first 12 hex digits of SHA-256 over the Python sources under ``root`` (each file's
+    relative path and bytes, in path order). Over the pipeline's own package, any change to the
+    code gives new result ids, so a cache never serves a result an older pipeline
+    computed, even when a change that alters outputs forgets to bump the release."""
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+#: Part of every result id and recorded in every result: the release (bumped when outputs change
+#: on purpose) and the digest of the pipeline's sources (:func:`_source_digest`).
+PIPELINE_VERSION = f"3+{_source_digest(Path(__file__).resolve().parent)}"
 
 
 #: A sample at or above this magnitude counts as clipped.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -93,3 +95,21 @@ def test_batched_pitch_and_deltas_equal_single_runs() -> None:
 def test_default_batch_sizes() -> None:
     assert Pipeline(torch.device("cpu"), DecodeLimits()).batch_size == 8
     assert Pipeline(torch.device("cuda"), DecodeLimits()).batch_size == 32
+
+
+def test_the_pipeline_version_follows_the_pipeline_sources(tmp_path: Path) -> None:
+    # Result ids include the version: a change to any pipeline source must change it, so a
+    # cache never serves what an older pipeline computed.
+    from app.pipeline.runner import PIPELINE_VERSION, _source_digest
+
+    (tmp_path / "features").mkdir()
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / "features" / "b.py").write_text("y = 2\n")
+    (tmp_path / "notes.txt").write_text("not a source")
+    before = _source_digest(tmp_path)
+    assert _source_digest(tmp_path) == before  # deterministic
+    (tmp_path / "notes.txt").write_text("changed")
+    assert _source_digest(tmp_path) == before
+    (tmp_path / "features" / "b.py").write_text("y = 3\n")
+    assert _source_digest(tmp_path) != before
+    assert PIPELINE_VERSION.startswith("3+") and len(PIPELINE_VERSION) == 2 + 12
