@@ -84,13 +84,7 @@ def refine_pause_edges(
         segment whose refined edges cross keeps its original ones.
     """
     t = tuning or ENERGY_TUNING
-    start_s, end_s = start_s.clone(), end_s.clone()
-    *_, pauses = _pauses_between(x, start_s, end_s, t)
-    if pauses.numel() == 0:
-        return start_s, end_s
-    return _move_pause_edges(
-        x, start_s, end_s, pauses, _refine_edges, sample_rate=sample_rate, tuning=t
-    )
+    return _move_pause_edges(x, start_s, end_s, _refine_edges, sample_rate=sample_rate, tuning=t)
 
 
 def _pauses_between(
@@ -124,16 +118,19 @@ def _move_pause_edges(
     x: torch.Tensor,
     start_s: torch.Tensor,
     end_s: torch.Tensor,
-    pauses: torch.Tensor,
     move: _EdgeMover,
     *,
     sample_rate: int,
     tuning: EnergyVadTuning,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The segments (``start_s``, ``end_s``: seconds, shape ``(segment,)``) with the edges of
-    the gaps ``pauses`` (indices, as :func:`_pauses_between` gives them) moved by ``move``:
-    offsets with ``direction`` +1, onsets with −1, each with half its pause (seconds); where a
-    segment's new edges cross, its old ones."""
+    """Copies of the segments (``start_s``, ``end_s``: seconds, shape ``(segment,)``) with the
+    edges of their pauses (:func:`_pauses_between`) moved by ``move``: offsets with
+    ``direction`` +1, onsets with −1, each with half its pause (seconds); where a segment's new
+    edges cross, its old ones."""
+    start_s, end_s = start_s.clone(), end_s.clone()
+    *_, pauses = _pauses_between(x, start_s, end_s, tuning)
+    if pauses.numel() == 0:
+        return start_s, end_s
     gap_lo, gap_hi = end_s[pauses], start_s[pauses + 1]
     half = (gap_hi - gap_lo) / 2.0
     new_end, new_start = end_s.clone(), start_s.clone()
@@ -435,13 +432,7 @@ def trim_detached_weak_sounds(
         the speech), and a segment whose new edges cross keeps its old ones.
     """
     t = tuning or ENERGY_TUNING
-    start_s, end_s = start_s.clone(), end_s.clone()
-    *_, pauses = _pauses_between(x, start_s, end_s, t)
-    if pauses.numel() == 0:
-        return start_s, end_s
-    return _move_pause_edges(
-        x, start_s, end_s, pauses, _trim_edges, sample_rate=sample_rate, tuning=t
-    )
+    return _move_pause_edges(x, start_s, end_s, _trim_edges, sample_rate=sample_rate, tuning=t)
 
 
 def _trim_edges(
