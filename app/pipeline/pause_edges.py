@@ -11,7 +11,8 @@ re-place them against the noise measured inside each pause:
    detached from the word are given to the pause;
 3. :func:`place_edges_by_likelihood`: next to noisy pauses, the change point of a sub-band
    likelihood-ratio test against the pause's noise (Sohn, Kim & Sung 1999), with a longer
-   search under bursty noise (babble) and corrections for the word ends stationary noise
+   search and a foreground-against-babble classifier trained on the recording under bursty
+   noise (:mod:`app.pipeline.foreground`), and corrections for the word ends stationary noise
    hides; false gaps near the pauses are filled;
 4. :func:`drop_background_blips`: short segments inside a pause that do not stand out from its
    noise are dropped.
@@ -38,6 +39,7 @@ from app.pipeline.energy_vad import (
     _band_weights,
     _hann,
 )
+from app.pipeline.foreground import ForegroundOdds, foreground_odds
 
 #: Pause edges refined per block (bounds the memory of their spectra).
 _EDGE_BLOCK = 32
@@ -603,7 +605,8 @@ def place_edges_by_likelihood(
        is under ``lr_gate_db`` (babble), ``lr_search_s`` and ``lr_eta`` become
        ``lr_bursty_search_s`` and ``lr_bursty_eta`` for the whole signal: the detector joins
        babble bursts to the speech far into the pause, and the change point must reach back
-       past them.
+       past them. A classifier of the foreground talker against the babble is then trained
+       on the recording (:func:`~app.pipeline.foreground.foreground_odds`; ``fg_*``).
     2. Noise per bin (Hann frames, ``lr_bands_hz`` range, shape ``(bin,)``): the median of the
        powers of every other pause frame (they overlap by half), pooled over the re-placed
        pauses whose centres lie within ``lr_pool_s`` (the mean of their medians weighted by
@@ -632,10 +635,14 @@ def place_edges_by_likelihood(
        bands, their running excess over the pause's median and a bias that falls with ``ρ``),
        and a moved offset goes ``lr_offset_shift_s_per_db`` later per dB of ``ρ`` under
        ``lr_offset_shift_range_db`` (the tail decays under the noise before the labels' level).
+       Under bursty noise the foreground classifier's log-odds, clipped to ``± fg_clip``, are
+       added to every frame's ``evidence − lr_eta``.
     6. Filling: a gap shorter than ``lr_fill_max_s`` that starts at most ``lr_fill_span_s``
        before the offset (or ends at most as far after the onset) is filled when the mean
        evidence of that edge's window over the gap's frames (at least 2) reaches
-       ``lr_fill_eta`` (a false gap inside a word).
+       ``lr_fill_eta`` (a false gap inside a word). Under bursty noise, at the end, short
+       segments between two others that the classifier calls babble are dropped and short
+       gaps it does not are filled (:meth:`~app.pipeline.foreground.ForegroundOdds.drop_and_fill`).
 
     Pauses are processed in blocks of :data:`_LR_BLOCK`: first the gate and the per-pause
     noise statistics (``(bin,)`` and a frame count per pause, kept for the pooling), then the
@@ -668,15 +675,17 @@ def place_edges_by_likelihood(
     if live.numel() == 0:
         return start_s, end_s
     bursty = survey.bursty(x, geo, t)
+    odds = None
     if bursty:
         t = replace(t, lr_search_s=t.lr_bursty_search_s, lr_eta=t.lr_bursty_eta)
         geo = _lr_geometry(gap_lo[pauses], gap_hi[pauses], sample_rate=sample_rate, tuning=t)
+        odds = foreground_odds(x, start_s, end_s, sample_rate=sample_rate, tuning=t)
     noise, count = _lr_noise(x, geo, live, tuning=t)
     short = torch.nonzero(gap_hi - gap_lo < t.lr_fill_max_s).flatten()
     new_end, new_start = end_s.clone(), start_s.clone()
     fill = torch.zeros(gap_lo.numel(), dtype=torch.bool)
     stationary_range_db = None if bursty else survey.median_range_db()
-    edges = _LrEdges(geo, live, count, gap_lo[short], gap_hi[short], t, stationary_range_db)
+    edges = _LrEdges(geo, live, count, gap_lo[short], gap_hi[short], t, stationary_range_db, odds)
     for placed in edges.run(x, noise):
         index, offset, onset, filled = placed
         new_end[pauses[live[index]]] = offset
@@ -685,7 +694,10 @@ def place_edges_by_likelihood(
     start_s, end_s = _unless_crossed(start_s, end_s, new_start, new_end)
     keep_end = torch.cat([~fill, fill.new_ones(1)])
     keep_start = torch.cat([fill.new_ones(1), ~fill])
-    return start_s[keep_start], end_s[keep_end]
+    start_s, end_s = start_s[keep_start], end_s[keep_end]
+    if odds is not None:
+        start_s, end_s = odds.drop_and_fill(start_s, end_s, t)
+    return start_s, end_s
 
 
 @dataclass(frozen=True)
@@ -1005,10 +1017,13 @@ class _LrEdges:
         short_hi: torch.Tensor,
         tuning: EnergyVadTuning,
         stationary_range_db: float | None,
+        odds: ForegroundOdds | None,
     ) -> None:
         self.geo, self.live, self.count, self.t = geo, live, count, tuning
         # Under stationary noise the recording's median speech range, dB (None: bursty noise).
         self.stationary_range_db = stationary_range_db
+        # Under bursty noise the foreground's log-odds, if the classifier could be trained.
+        self.odds = odds
         self.short_lo, self.short_hi = short_lo, short_hi
         self.centre = _centres(geo, live)
         # Band evidence of the pause frames (NaN elsewhere) of the blocks that later blocks may
@@ -1154,6 +1169,9 @@ class _LrEdges:
         # Both windows from the speech side into the pause: the onset window reversed.
         into = torch.stack([time_s[:, 0] - a[:, None], b[:, None] - time_s[:, 1].flip(-1)], 1)
         drive = torch.stack([score[:, 0], score[:, 1].flip(-1)], 1) - t.lr_eta
+        if self.odds is not None:
+            foreground = self.odds.at(time_s).clamp(-t.fg_clip, t.fg_clip).to(drive.dtype)
+            drive = drive + torch.stack([foreground[:, 0], foreground[:, 1].flip(-1)], 1)
         search = (into >= -t.lr_search_s - 1e-9) & (into <= reach[:, None, None] + 1e-9)
         prefix = torch.cumsum(torch.where(search, drive, 0.0), dim=-1)
         candidates = torch.where(search, prefix, -math.inf)
