@@ -9,7 +9,8 @@ hop_length`` frames) and go through the same post-processing into speech segment
   signal-to-noise ratio falls; the edges of its pauses are then re-placed against the noise
   inside each pause (:mod:`app.pipeline.pause_edges`: a refinement at a 2.5 ms step, detached
   weak sounds next to quiet pauses, a sub-band likelihood-ratio change point next to noisy
-  ones, background blips dropped). It is the ``auto`` default: the most accurate of the three
+  ones, with a foreground-against-babble classifier trained on the recording in babble,
+  background blips dropped). It is the ``auto`` default: the most accurate of the three
   on the evaluation recordings and > 20× faster than Silero. Memory beyond the signal is
   bounded (blocks of frames) plus a few numbers per frame.
 * ``"silero"`` — the Silero VAD model shipped in the ``silero-vad`` package (its TorchScript
@@ -155,8 +156,9 @@ def vad(
     (breaths, lip noise: :func:`trim_detached_weak_sounds`), the edges of pauses under noise
     (speech < 25 dB over the pause) are re-placed at the change point of a sub-band
     likelihood-ratio test and short false gaps near them filled
-    (:func:`place_edges_by_likelihood`), and short segments inside a pause that do not stand
-    out from its noise are dropped (:func:`drop_background_blips`).
+    (:func:`place_edges_by_likelihood`; in babble with a foreground-against-babble classifier
+    trained on the recording, :mod:`app.pipeline.foreground`), and short segments inside a
+    pause that do not stand out from its noise are dropped (:func:`drop_background_blips`).
 
     Args:
         samples: mono signal, shape ``(time,)``, full scale = 1.0, on any device.
