@@ -12,7 +12,7 @@ import app.pipeline.foreground as foreground
 import app.pipeline.pause_edges as pause_edges
 from app.pipeline.energy_vad import ENERGY_TUNING
 from app.pipeline.foreground import ForegroundOdds, foreground_odds
-from tests.unit.test_segment import SR, babble_noise, bursts_in_noise, harmonic_bursts
+from tests.unit.signals import SR, babble_noise, bursts_in_noise, harmonic_bursts
 
 SPANS = [(0.5, 2.0), (2.8, 4.3), (5.0, 6.5), (7.3, 8.8)]
 
