@@ -62,7 +62,7 @@ _N_FEATURES = _MELS + _MODULATION_GROUPS + _MELS * len(_CONTEXT_S)
 #: Newton steps of the logistic regression (from zero; it has converged by then).
 _NEWTON_STEPS = 5
 #: Frames whose features are computed at once (bounds the memory on long signals).
-_BLOCK_FRAMES = 4096
+_BLOCK_FRAMES = 2048
 #: Frames computed beyond a block on each side (the nested moving averages of the modulation
 #: depth reach 16).
 _MARGIN_FRAMES = 32

@@ -43,6 +43,8 @@ from app.pipeline.foreground import ForegroundOdds, foreground_odds
 
 #: Pause edges refined per block (bounds the memory of their spectra).
 _EDGE_BLOCK = 32
+#: Frames of the edge analysis whose spectra are computed at a time (bounded memory).
+_LEVEL_BATCH = 1024
 
 
 def refine_pause_edges(
@@ -172,10 +174,17 @@ def _refine_edges(
         edge = edge_s[first : first + _EDGE_BLOCK]
         half = half_pause_s[first : first + _EDGE_BLOCK, None]
         centre = torch.round(edge / hop_s).long()  # edge on the hop grid
-        level = _levels_into_pause(
-            x, centre, direction, -back, reach, 1, sample_rate=sample_rate, tuning=t
+        # The speech side's frames and the pause's noise frames (only those within half the
+        # pause, which the thresholds use) in one analysis: frames they share are analysed once.
+        steps, in_noise = _noise_frames(half[:, 0], sample_rate, t)
+        positions = torch.cat([torch.arange(-back, reach + 1), steps])
+        need = torch.cat(
+            [torch.ones(edge.numel(), back + reach + 1, dtype=torch.bool), in_noise], 1
         )
-        noise, in_noise = _pause_noise(x, centre, half[:, 0], direction, sample_rate, t)
+        levels = _edge_levels(
+            x, centre, direction, positions, need, sample_rate=sample_rate, tuning=t
+        )
+        level, noise = levels[:, : back + reach + 1], levels[:, back + reach + 1 :]
         threshold = _noise_threshold(torch.where(in_noise[..., None], noise, torch.nan), t)
         active = (level >= threshold[:, None, :]).any(dim=-1)
         quiet = _speech_range_db(level[:, :back], noise, in_noise) >= t.edge_quiet_range_db
@@ -204,26 +213,95 @@ def _pause_noise(
     """The pause's noise next to each edge (``centre``: edges in hops of the edge analysis,
     shape ``(edge,)``; ``half_pause_s``: half of each pause, seconds): band levels of frames
     every ``edge_noise_hop_s`` from ``edge_guard_s`` to ``edge_noise_s`` into the pause, dB,
-    shape ``(edge, frame, band)`` (with ``total``: whole levels, ``(edge, frame)``), and which
-    of them lie within half the pause, bool, shape ``(edge, frame)``."""
+    shape ``(edge, frame, band)`` (NaN for the frames beyond half the pause, which are not
+    analysed; with ``total``: whole levels of all of them, ``(edge, frame)``), and which of
+    them lie within half the pause, bool, shape ``(edge, frame)``."""
+    steps, in_noise = _noise_frames(half_pause_s, sample_rate, tuning)
+    if total:
+        stride = int(steps[1] - steps[0]) if steps.numel() > 1 else 1
+        noise = _levels_into_pause(
+            x,
+            centre,
+            direction,
+            int(steps[0]),
+            int(steps[-1]),
+            stride,
+            sample_rate=sample_rate,
+            tuning=tuning,
+            total=True,
+        )
+    else:
+        noise = _edge_levels(
+            x, centre, direction, steps, in_noise, sample_rate=sample_rate, tuning=tuning
+        )
+    return noise, in_noise
+
+
+def _noise_frames(
+    half_pause_s: torch.Tensor, sample_rate: int, tuning: EnergyVadTuning
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The frames of the pause's noise estimate (:func:`_pause_noise`): their positions, hops
+    of the edge analysis into the pause, int64, shape ``(frame,)``, and which of them lie within
+    half of each pause (``half_pause_s``: seconds, shape ``(edge,)``), bool, ``(edge, frame)``."""
     t = tuning
     hop_s = _edge_frame(sample_rate, t)[1] / sample_rate
     stride = max(1, int(round(t.edge_noise_hop_s / hop_s)))
     guard = int(math.ceil(t.edge_guard_s / hop_s - 1e-9))
     steps = torch.arange(guard, int(round(t.edge_noise_s / hop_s)) + 1, stride)
-    noise = _levels_into_pause(
-        x,
-        centre,
-        direction,
-        int(steps[0]),
-        int(steps[-1]),
-        stride,
-        sample_rate=sample_rate,
-        tuning=t,
-        total=total,
-    )
     in_noise = steps.double() * hop_s <= half_pause_s[:, None].clamp(max=t.edge_noise_s)
-    return noise, in_noise
+    return steps, in_noise
+
+
+def _edge_levels(
+    x: torch.Tensor,
+    centre: torch.Tensor,
+    direction: int,
+    positions: torch.Tensor,
+    need: torch.Tensor | None = None,
+    *,
+    sample_rate: int,
+    tuning: EnergyVadTuning,
+) -> torch.Tensor:
+    """Band levels (:func:`_edge_band_levels`) of the frames ``positions`` hops into the pause
+    from each edge (negative: into the speech; int64, shape ``(position,)``), ``centre``
+    holding the edges in hops, shape ``(edge,)``: dB, float64, shape
+    ``(edge, position, band)``; only where ``need`` (bool, ``(edge, position)``; default all),
+    NaN elsewhere, and a frame two of them share is analysed once."""
+    hops = centre[:, None] + direction * positions[None, :]
+    return _levels_at(x, hops, need, sample_rate=sample_rate, tuning=tuning)
+
+
+def _levels_at(
+    x: torch.Tensor,
+    hops: torch.Tensor,
+    need: torch.Tensor | None = None,
+    *,
+    sample_rate: int,
+    tuning: EnergyVadTuning,
+) -> torch.Tensor:
+    """Band levels (:func:`_edge_band_levels`) of the frames centred on ``hops`` (hops of the
+    edge analysis, int64, any shape; zero beyond the signal) where ``need`` (bool, same shape;
+    default all), NaN elsewhere: dB, float64, shape ``(*hops.shape, band)``. Each distinct
+    frame is analysed once, :data:`_LEVEL_BATCH` frames at a time (bounded memory)."""
+    win, hop = _edge_frame(sample_rate, tuning)
+    wanted = hops[need] if need is not None else hops.flatten()
+    unique, inverse = torch.unique(wanted, return_inverse=True)
+    starts = unique * hop - win // 2
+    parts = [
+        _edge_band_levels(
+            _sample_rows(x, starts[i : i + _LEVEL_BATCH], win),
+            sample_rate=sample_rate,
+            tuning=tuning,
+        )
+        for i in range(0, unique.numel(), _LEVEL_BATCH)
+    ]
+    bands = len(_edge_bands(sample_rate, tuning))
+    values = torch.cat(parts) if parts else torch.zeros(0, bands, dtype=torch.float64)
+    if need is None:
+        return values[inverse].view(*hops.shape, bands)
+    out = torch.full((*hops.shape, bands), torch.nan, dtype=torch.float64)
+    out[need] = values[inverse]
+    return out
 
 
 def _speech_range_db(
@@ -305,17 +383,19 @@ def _frame_levels(
     sample_rate: int,
     tuning: EnergyVadTuning,
     total: bool = False,
+    need: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Band levels (:func:`_edge_band_levels`) of ``count`` frames every ``stride`` hops from
     frame ``first`` (in hops of the edge analysis, one row per entry of ``first``, shape
-    ``(row,)``; zero beyond the signal). Returns shape ``(row, count, band)``, dB, or with
+    ``(row,)``; zero beyond the signal). Returns shape ``(row, count, band)``, dB (only where
+    ``need``, bool, ``(row, count)``, if given; NaN elsewhere), or with
     ``total`` each frame's whole level (sum of squares of the rectangular frame, dB re full
     scale, float64 on the CPU), ``(row, count)``."""
     win, hop = _edge_frame(sample_rate, tuning)
-    lo = first * hop - win // 2
     if not total:
-        frames = _sample_frames(x, lo, count, stride * hop, win)
-        return _edge_band_levels(frames, sample_rate=sample_rate, tuning=tuning)
+        hops = first[:, None] + stride * torch.arange(count)[None, :]
+        return _levels_at(x, hops, need, sample_rate=sample_rate, tuning=tuning)
+    lo = first * hop - win // 2
     # Whole levels: sums of squares of rectangular frames, from running sums (no spectra).
     rows = _sample_rows(x, lo, (count - 1) * stride * hop + win).double().cpu()
     running = F.pad(rows.square().cumsum(dim=-1), (1, 0))
@@ -324,19 +404,12 @@ def _frame_levels(
     return 10.0 * torch.log10(energy.clamp_min(_POWER_FLOOR))
 
 
-def _sample_frames(
-    x: torch.Tensor, lo: torch.Tensor, count: int, step: int, win: int
-) -> torch.Tensor:
-    """``count`` frames of ``win`` samples every ``step`` samples from sample ``lo`` (one row
-    per entry of ``lo``, shape ``(row,)``; zero beyond the signal), shape
-    ``(row, count, win)``, on ``x``'s device."""
-    return _sample_rows(x, lo, (count - 1) * step + win).unfold(-1, win, step)
-
-
 def _sample_rows(x: torch.Tensor, lo: torch.Tensor, span: int) -> torch.Tensor:
     """``span`` samples from each sample ``lo`` (shape ``(row,)``; zero beyond the signal),
     shape ``(row, span)``, on ``x``'s device."""
     n = x.shape[-1]
+    if lo.numel() and span <= n and bool(((lo >= 0) & (lo <= n - span)).all()):
+        return x.unfold(0, span, 1).index_select(0, lo.to(x.device))  # a view: rows copied
     rows = [
         x[a:b]
         if a >= 0 and b <= n
@@ -358,12 +431,17 @@ def _edge_band_levels(
     """Band energies of frames of shape ``(..., win)``: dB re full scale, float64 on the CPU,
     shape ``(..., band)`` (the bands of ``tuning.edge_bands_hz`` below Nyquist)."""
     win = frames.shape[-1]
-    nyquist = sample_rate / 2.0
-    bands = tuple((lo, min(hi, nyquist)) for lo, hi in tuning.edge_bands_hz if lo < nyquist)
+    bands = _edge_bands(sample_rate, tuning)
     weights = _band_weights(sample_rate, win, win, bands, frames.device).to(frames.dtype)
     spectrum = torch.fft.rfft(frames * _hann(win, frames.device).to(frames.dtype), n=win)
-    power = (spectrum.real.square() + spectrum.imag.square()) @ weights.T
+    power = (spectrum * spectrum.conj()).real @ weights.T  # |X|², as re² + im²
     return 10.0 * torch.log10(power.clamp_min(_POWER_FLOOR)).double().cpu()
+
+
+def _edge_bands(sample_rate: int, tuning: EnergyVadTuning) -> tuple[tuple[float, float], ...]:
+    """The bands of ``tuning.edge_bands_hz`` below Nyquist (the last one clipped to it), Hz."""
+    nyquist = sample_rate / 2.0
+    return tuple((lo, min(hi, nyquist)) for lo, hi in tuning.edge_bands_hz if lo < nyquist)
 
 
 def _noise_threshold(noise: torch.Tensor, tuning: EnergyVadTuning) -> torch.Tensor:
@@ -548,10 +626,12 @@ def drop_background_blips(
         span = int(frames[rows].max())
         if span < 1:
             continue
-        level = _frame_levels(x, first[rows], span, 1, sample_rate=sample_rate, tuning=t)
         step = torch.arange(span)
         time_s = (first[rows, None] + step[None, :]).double() * hop / sample_rate
         valid = step[None, :] < frames[rows, None]
+        level = _frame_levels(
+            x, first[rows], span, 1, sample_rate=sample_rate, tuning=t, need=valid
+        )
         index = candidates[rows]
         in_segment = valid & (time_s >= start_s[index, None]) & (time_s < end_s[index, None])
         in_noise = valid & ~in_segment
@@ -564,8 +644,9 @@ def drop_background_blips(
 
 
 #: Pauses whose likelihood-ratio evidence is computed at a time (bounds the memory of their
-#: spectra; see :func:`place_edges_by_likelihood`).
-_LR_BLOCK = 48
+#: spectra; see :func:`place_edges_by_likelihood`; at 48 this stage's peak, ≈ 10 MB, was the
+#: call's once the analysis blocks shrank).
+_LR_BLOCK = 24
 #: Samples whose energies are summed at a time (the gate's frame powers).
 _LR_STRETCH = 1 << 16
 #: Frames of likelihood-ratio evidence per tile of the decision-directed recursion (tiles run
