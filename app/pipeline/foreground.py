@@ -146,14 +146,13 @@ def foreground_odds(
     hop = max(1, round(_HOP_S * sample_rate))
     hop_s = hop / sample_rate
     count = 1 + x.shape[-1] // hop
-    times = torch.arange(count, dtype=torch.float64) * hop_s
     gap_lo, gap_hi = end_s[:-1], start_s[1:]
     pauses = torch.nonzero(gap_hi - gap_lo >= t.edge_min_pause_s - 1e-9).flatten()
     before, after = start_s[:1] - math.inf, end_s[-1:] + math.inf
     pause_lo = torch.cat([before, gap_lo[pauses], end_s[-1:]])
     pause_hi = torch.cat([start_s[:1], gap_hi[pauses], after])
-    babble = _inside(times, pause_lo, pause_hi, t.fg_pause_margin_s)
-    speech = _inside(times, start_s, end_s, t.fg_speech_margin_s)
+    babble = _frames_inside(count, hop_s, pause_lo, pause_hi, t.fg_pause_margin_s)
+    speech = _frames_inside(count, hop_s, start_s, end_s, t.fg_speech_margin_s)
     if int(babble.sum()) < 20 or int(speech.sum()) < 20:
         return None
     babble_rows = _evenly(torch.nonzero(babble).flatten(), t.fg_train_frames)
@@ -179,13 +178,19 @@ def foreground_odds(
     return ForegroundOdds(log_odds=features.project(scale, bias), hop_s=hop_s)
 
 
-def _inside(times: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, margin: float) -> torch.Tensor:
-    """Which ``times`` (seconds, shape ``(frame,)``) lie inside one of the sorted intervals
-    ``[lo + margin, hi − margin]``."""
-    index = torch.searchsorted(lo.contiguous(), times, right=True) - 1
-    found = index >= 0
-    index = index.clamp_min(0)
-    return found & (times >= lo[index] + margin) & (times <= hi[index] - margin)
+def _frames_inside(
+    count: int, hop_s: float, lo: torch.Tensor, hi: torch.Tensor, margin: float
+) -> torch.Tensor:
+    """Which of ``count`` frames (frame ``j`` centred at ``j · hop_s`` seconds) lie inside one
+    of the disjoint intervals ``[lo + margin, hi − margin]`` (seconds, shape ``(interval,)``),
+    bool, shape ``(count,)``."""
+    first = torch.ceil((lo + margin) / hop_s - 1e-9).clamp(0, count).long()
+    stop = (torch.floor((hi - margin) / hop_s + 1e-9) + 1).clamp(0, count).long()
+    inside = stop > first
+    marks = torch.zeros(count + 1, dtype=torch.int8)  # +1 where an interval starts, −1 after
+    marks.index_add_(0, first[inside], torch.ones(int(inside.sum()), dtype=torch.int8))
+    marks.index_add_(0, stop[inside], torch.full((int(inside.sum()),), -1, dtype=torch.int8))
+    return marks.cumsum(0, dtype=torch.int8)[:count] > 0
 
 
 def _evenly(rows: torch.Tensor, most: int) -> torch.Tensor:

@@ -207,10 +207,11 @@ def test_peak_memory_beyond_the_signal_does_not_grow_with_its_length(backend: st
     elif backend != "silero":  # Silero's count on these tone bursts varies with the noise
         assert [int(n) for *_, n, _ in lines] == [30, 300]  # one segment per burst
     signal_600 = 600 * int(backend.partition("@")[2] or 16000) * 4
-    # Measured (MB, 60 s → 600 s): energy 18.2 → 18.3, in babble 18.9 → 18.5 (26.2 at 600 s
-    # while the classifier's feature blocks were kept in a list), webrtc 18.3 → 17.4 (was
-    # 18.8 → 76.8 with a whole-signal PCM copy), silero 19.9 → 18.9 (was 20.3 → 43.2); the
-    # signal is 38.4.
+    # Measured (MB, 60 s → 600 s; the growth is the frame tracks): energy 8.7 → 9.7 (18.2 →
+    # 18.3 with analysis blocks of 2048 frames), at 22.05 kHz 10.5 → 10.6, in babble 8.7–8.9 →
+    # 9.9–10.4 (26.2 at 600 s while the classifier's feature blocks were kept in a list),
+    # webrtc 5.9 → 6.3 (was 18.8 → 76.8 with a whole-signal PCM copy), silero 13.9 → 13.7 (was
+    # 20.3 → 43.2); the signal is 38.4.
     assert extra[600.0] < 0.75 * signal_600
     assert extra[600.0] - extra[60.0] < 0.05 * signal_600  # frame tracks
 
