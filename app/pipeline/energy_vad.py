@@ -315,11 +315,13 @@ ENERGY_TUNING = EnergyVadTuning()
 #: mapped and unmapped every block, ≈ 4000 page faults, 6 ms, per 60 s call).
 _CHUNK_FRAMES = 1024
 #: The cues are measured on the signal resampled to 8 kHz (band energy, flatness: 25 ms frames,
-#: 256-point FFT) and 4 kHz (periodicity: 32 ms frames, 256-point FFT of 128 samples).
+#: 256-point FFT) and 4 kHz (periodicity: 32 ms frames, autocorrelation by a 192-point FFT of
+#: 128 samples: exact up to lag 64, beyond the longest period searched, 1/65 Hz = 62 lags).
 _ANALYSIS_RATE = 8000
 _ANALYSIS_FFT = 256
 _PERIODICITY_RATE = 4000
 _PERIODICITY_WIN = 128
+_PERIODICITY_FFT = 192
 
 
 @lru_cache(maxsize=32)
@@ -506,7 +508,7 @@ def _analyse(
     out = x.new_empty(4, n_frames)  # energy, flatness, strength, f0
     # The windowed frames are written into zero-padded buffers, reused from block to block.
     padded8 = x.new_zeros(min(_CHUNK_FRAMES, n_frames), _ANALYSIS_FFT)
-    padded4 = x.new_zeros(min(_CHUNK_FRAMES, n_frames), 2 * _PERIODICITY_WIN)
+    padded4 = x.new_zeros(min(_CHUNK_FRAMES, n_frames), _PERIODICITY_FFT)
     blocks = _analysis_blocks(x, sample_rate=sample_rate, hop_length=hop_length)
     for first, count, y8, origin8, y4, origin4 in blocks:
         frames = centred_frames(y8, step=step8, first=first, count=count, win=win, origin=origin8)
@@ -532,16 +534,16 @@ def _periodicity_of_frames(
     padded: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalized autocorrelation peak and its F0 of 4 kHz frames, shape ``(frame, win)``
-    (``padded``: a buffer of shape ``(frame, 2 · win)`` whose second half is zero, to hold
-    the windowed frames)."""
+    (``padded``: a buffer of shape ``(frame, _PERIODICITY_FFT)``, zero beyond ``win``, to
+    hold the windowed frames)."""
     window = _hann(_PERIODICITY_WIN, frames.device).to(frames.dtype)
     if padded is None:
-        padded = frames.new_zeros(frames.shape[0], 2 * _PERIODICITY_WIN)
+        padded = frames.new_zeros(frames.shape[0], _PERIODICITY_FFT)
     centred = frames - frames.mean(dim=-1, keepdim=True)
     torch.mul(centred, window, out=padded[:, :_PERIODICITY_WIN])
     spectrum = torch.fft.rfft(padded)
     # |X|² (its imaginary part is exactly zero), without a real copy for the inverse.
-    ac = torch.fft.irfft(spectrum * spectrum.conj(), n=2 * _PERIODICITY_WIN)
+    ac = torch.fft.irfft(spectrum * spectrum.conj(), n=_PERIODICITY_FFT)
     lo = max(2, int(math.floor(_PERIODICITY_RATE / f_max)))
     hi = min(_PERIODICITY_WIN - 2, int(math.ceil(_PERIODICITY_RATE / f_min)))
     scale = _window_autocorrelation(frames.device).to(ac.dtype)[lo - 1 : hi + 2]
