@@ -151,12 +151,12 @@ def foreground_odds(
     before, after = start_s[:1] - math.inf, end_s[-1:] + math.inf
     pause_lo = torch.cat([before, gap_lo[pauses], end_s[-1:]])
     pause_hi = torch.cat([start_s[:1], gap_hi[pauses], after])
-    babble = _frames_inside(count, hop_s, pause_lo, pause_hi, t.fg_pause_margin_s)
-    speech = _frames_inside(count, hop_s, start_s, end_s, t.fg_speech_margin_s)
-    if int(babble.sum()) < 20 or int(speech.sum()) < 20:
+    babble = _frame_ranges(count, hop_s, pause_lo, pause_hi, t.fg_pause_margin_s)
+    speech = _frame_ranges(count, hop_s, start_s, end_s, t.fg_speech_margin_s)
+    if _size(babble) < 20 or _size(speech) < 20:
         return None
-    babble_rows = _evenly(torch.nonzero(babble).flatten(), t.fg_train_frames)
-    speech_rows = _evenly(torch.nonzero(speech).flatten(), 2 * t.fg_train_frames)
+    babble_rows = _evenly(babble, t.fg_train_frames)
+    speech_rows = _evenly(speech, 2 * t.fg_train_frames)
     features = _Features(x, sample_rate=sample_rate, hop=hop, count=count)
     train, log_mel = features.rows(torch.cat([speech_rows, babble_rows]))
     n = speech_rows.numel()
@@ -178,26 +178,33 @@ def foreground_odds(
     return ForegroundOdds(log_odds=features.project(scale, bias), hop_s=hop_s)
 
 
-def _frames_inside(
+def _frame_ranges(
     count: int, hop_s: float, lo: torch.Tensor, hi: torch.Tensor, margin: float
-) -> torch.Tensor:
-    """Which of ``count`` frames (frame ``j`` centred at ``j · hop_s`` seconds) lie inside one
-    of the disjoint intervals ``[lo + margin, hi − margin]`` (seconds, shape ``(interval,)``),
-    bool, shape ``(count,)``."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The frames (of ``count``, frame ``j`` centred at ``j · hop_s`` seconds) inside each of
+    the sorted, disjoint intervals ``[lo + margin, hi − margin]`` (seconds, shape
+    ``(interval,)``): ``(first, stop)``, int64, shape ``(interval,)`` each, empty where
+    ``stop ≤ first``."""
     first = torch.ceil((lo + margin) / hop_s - 1e-9).clamp(0, count).long()
     stop = (torch.floor((hi - margin) / hop_s + 1e-9) + 1).clamp(0, count).long()
-    inside = stop > first
-    marks = torch.zeros(count + 1, dtype=torch.int8)  # +1 where an interval starts, −1 after
-    marks.index_add_(0, first[inside], torch.ones(int(inside.sum()), dtype=torch.int8))
-    marks.index_add_(0, stop[inside], torch.full((int(inside.sum()),), -1, dtype=torch.int8))
-    return marks.cumsum(0, dtype=torch.int8)[:count] > 0
+    return first, torch.maximum(stop, first)
 
 
-def _evenly(rows: torch.Tensor, most: int) -> torch.Tensor:
-    """At most ``most`` of ``rows``, evenly spaced."""
-    if rows.numel() <= most:
-        return rows
-    return rows[torch.linspace(0, rows.numel() - 1, most).long()]
+def _size(ranges: tuple[torch.Tensor, torch.Tensor]) -> int:
+    """How many frames the ranges (:func:`_frame_ranges`) hold."""
+    return int((ranges[1] - ranges[0]).sum())
+
+
+def _evenly(ranges: tuple[torch.Tensor, torch.Tensor], most: int) -> torch.Tensor:
+    """At most ``most`` of the frames of the ranges (:func:`_frame_ranges`), evenly spaced in
+    their order, int64, sorted."""
+    first, stop = ranges
+    lengths = stop - first
+    ends = torch.cumsum(lengths, dim=0)  # the rank after each range's last frame
+    total = int(ends[-1]) if ends.numel() else 0
+    ranks = torch.arange(total) if total <= most else torch.linspace(0, total - 1, most).long()
+    index = torch.searchsorted(ends, ranks, right=True)
+    return first[index] + ranks - (ends[index] - lengths[index])
 
 
 def _logistic_regression(
@@ -246,7 +253,10 @@ class _Features:
 
     def project(self, scale: torch.Tensor, bias: float) -> torch.Tensor:
         """``features @ scale + bias`` of every frame, shape ``(frame,)``."""
-        return torch.cat([block @ scale + bias for _, block, _ in self._blocks()])
+        out = torch.empty(self.count)
+        for first, block, _ in self._blocks():
+            torch.add(block @ scale, bias, out=out[first : first + block.shape[0]])
+        return out
 
     def _blocks(self) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
         return (self._block(first) for first in range(0, self.count, _BLOCK_FRAMES))

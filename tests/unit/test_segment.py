@@ -194,18 +194,22 @@ def test_peak_memory_beyond_the_signal_does_not_grow_with_its_length(backend: st
     # when the rate is not a multiple of 4 kHz); "+babble": in babble, where the pause-edge
     # stages train the foreground classifier.
     # Large allocations are mmapped (and returned on free), so the peak resident size over the
-    # call is the peak of what it allocates.
+    # call is the peak of what it allocates; the smaller ones come from the heap, whose reuse
+    # moves the peak by up to ±0.4 MB from process to process: two processes, the lower counts.
     env = {"MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    out = subprocess.run(
-        [sys.executable, "-c", _PEAK_MEMORY, backend, "60", "600"],
-        cwd=Path(ROOT), env=env, capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    lines = [line.split() for line in out.stdout.strip().splitlines()]
-    extra = {float(s): int(b) for s, b, *_ in lines}
-    if backend == "energy+babble":
-        assert [int(trained) for *_, trained in lines] == [1, 1]
-    elif backend != "silero":  # Silero's count on these tone bursts varies with the noise
-        assert [int(n) for *_, n, _ in lines] == [30, 300]  # one segment per burst
+    extra: dict[float, int] = {}
+    for _ in range(2):
+        out = subprocess.run(
+            [sys.executable, "-c", _PEAK_MEMORY, backend, "60", "600"],
+            cwd=Path(ROOT), env=env, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        lines = [line.split() for line in out.stdout.strip().splitlines()]
+        for seconds, size, *_ in lines:
+            extra[float(seconds)] = min(int(size), extra.get(float(seconds), int(size)))
+        if backend == "energy+babble":
+            assert [int(trained) for *_, trained in lines] == [1, 1]
+        elif backend != "silero":  # Silero's count on these tone bursts varies with the noise
+            assert [int(n) for *_, n, _ in lines] == [30, 300]  # one segment per burst
     signal_600 = 600 * int(backend.partition("@")[2] or 16000) * 4
     # Measured (MB, 60 s → 600 s; the growth is the frame tracks): energy 8.7 → 9.7 (18.2 →
     # 18.3 with analysis blocks of 2048 frames), at 22.05 kHz 10.5 → 10.6, in babble 8.7–8.9 →
