@@ -11,8 +11,8 @@ hop_length`` frames) and go through the same post-processing into speech segment
   weak sounds next to quiet pauses, a sub-band likelihood-ratio change point next to noisy
   ones, with a foreground-against-babble classifier trained on the recording in babble,
   background blips dropped). It is the ``auto`` default: the most accurate of the three
-  on the evaluation recordings and > 20× faster than Silero. Memory beyond the signal is
-  bounded (blocks of frames) plus a few numbers per frame.
+  on the evaluation recordings and ≈ 20× faster than silero-vad (docs/performance.md). Memory
+  beyond the signal is bounded (blocks of frames) plus a few numbers per frame.
 * ``"silero"`` — the Silero VAD model shipped in the ``silero-vad`` package (its TorchScript
   weights, loaded from the package, never from a hub), 512-sample chunks at 16 kHz.
 * ``"webrtc"`` — the WebRTC VAD (``webrtcvad-wheels``), 10/20/30 ms frames of 16-bit PCM.
