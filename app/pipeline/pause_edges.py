@@ -410,12 +410,11 @@ def _sample_rows(x: torch.Tensor, lo: torch.Tensor, span: int) -> torch.Tensor:
     n = x.shape[-1]
     if lo.numel() and span <= n and bool(((lo >= 0) & (lo <= n - span)).all()):
         return x.unfold(0, span, 1).index_select(0, lo.to(x.device))  # a view: rows copied
-    rows = [
-        x[a:b]
-        if a >= 0 and b <= n
-        else F.pad(x[max(a, 0) : min(b, n)], (max(0, -a), max(0, b - max(a, n))))
-        for a, b in ((a, a + span) for a in lo.tolist())
-    ]
+    rows = []
+    for a in lo.tolist():
+        part = x[min(max(a, 0), n) : min(max(a + span, 0), n)]  # empty when wholly outside
+        before = min(max(-a, 0), span)
+        rows.append(F.pad(part, (before, span - before - part.shape[-1])))
     return torch.stack(rows) if rows else x.new_zeros(0, span)
 
 

@@ -326,3 +326,17 @@ def test_blips_that_do_not_stand_out_from_the_pause_are_dropped() -> None:
     end = torch.tensor([1.3, 1.95, 2.25, 3.0], dtype=torch.float64)
     keep = pause_edges.drop_background_blips(x, start, end, sample_rate=SR)
     assert keep.tolist() == [True, True, False, True]
+
+
+def test_sample_rows_are_zero_beyond_the_signal_wherever_they_start() -> None:
+    # Rows wholly before the start, straddling it, inside, straddling the end, wholly after it,
+    # and longer than the signal (the frames the edge stages analyse near a recording's ends).
+    x = torch.arange(1.0, 11.0)  # 10 samples: 1 … 10
+    padded = torch.cat([torch.zeros(20), x, torch.zeros(20)])
+    for span in (4, 14):
+        starts = torch.tensor([-12, -9, -2, 0, 3, 8, 10, 15])
+        rows = pause_edges._sample_rows(x, starts, span)
+        expected = torch.stack([padded[20 + a : 20 + a + span] for a in starts.tolist()])
+        assert torch.equal(rows, expected)
+    inside = pause_edges._sample_rows(x, torch.tensor([0, 2, 6]), 4)  # the gathered fast path
+    assert torch.equal(inside, torch.stack([x[0:4], x[2:6], x[6:10]]))
