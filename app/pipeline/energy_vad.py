@@ -363,9 +363,9 @@ def _window_autocorrelation(device: torch.device) -> torch.Tensor:
 
 
 @lru_cache(maxsize=8)
-def _decimator(factor: int, device: torch.device) -> torch.Tensor:
+def _decimator(factor: int) -> tuple[float, ...]:
     """Low-pass FIR for decimation by ``factor`` (Kaiser-windowed sinc, cut-off at 90 % of the
-    new Nyquist frequency, 8 taps per output sample), shape ``(1, 1, taps)``."""
+    new Nyquist frequency, 8 taps per output sample), the taps rounded to float32."""
     half = 4 * factor
     n = torch.arange(-half, half + 1, dtype=torch.float64)
     cutoff = 0.9 / factor
@@ -374,7 +374,7 @@ def _decimator(factor: int, device: torch.device) -> torch.Tensor:
         * torch.sinc(cutoff * n)
         * torch.kaiser_window(2 * half + 1, periodic=False, beta=8.0, dtype=torch.float64)
     )
-    return (taps / taps.sum()).float().to(device)[None, None]
+    return tuple((taps / taps.sum()).float().tolist())
 
 
 def _to_rate(x: torch.Tensor, sample_rate: int, rate: int) -> torch.Tensor:
@@ -397,7 +397,7 @@ def _decimate(x: torch.Tensor, factor: int, lo: int, hi: int) -> torch.Tensor:
     those of ``F.conv1d(stretch, taps, stride=factor, padding=taps // 2)`` (up to the rounding
     of its kernels: identical on long stretches, measured) without the convolution's scratch
     memory, 2–4 times faster on one CPU thread."""
-    weights = _decimator(factor, x.device)[0, 0].tolist()
+    weights = _decimator(factor)
     half = len(weights) // 2  # = 4 · factor
     count = -(-(hi - lo) // factor)  # the convolution's output length
     span = count + 2 * half // factor  # samples per phase
