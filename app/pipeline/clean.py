@@ -80,7 +80,8 @@ def clean(
     options: DenoiseOptions,
     reference: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, CleaningReport]:
-    """Run the cleaning steps ``options`` asks for.
+    """Run the cleaning steps ``options`` asks for: :func:`remove_interference`, then
+    :func:`suppress_noise_and_reverb`.
 
     Args:
         samples: ``(channel, time)``, full scale = 1.0, at ``sample_rate`` Hz.
@@ -90,6 +91,29 @@ def clean(
 
     Returns:
         ``(cleaned, report)``: same shape as ``samples``.
+    """
+    samples, report = remove_interference(
+        samples, sample_rate=sample_rate, options=options, reference=reference
+    )
+    return suppress_noise_and_reverb(samples, report, sample_rate=sample_rate, options=options)
+
+
+def remove_interference(
+    samples: torch.Tensor,
+    *,
+    sample_rate: int,
+    options: DenoiseOptions,
+    reference: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, CleaningReport]:
+    """The first cleaning steps, which remove sounds other than the talker's direct speech: the
+    echo (of the far end; without a reference, the room's late reflections) and clicks and pops.
+    Segmentation analyses their output, before noise suppression, dereverberation and
+    compression (see :meth:`~app.pipeline.runner.Pipeline.run_batch`).
+
+    Args: as :func:`clean`.
+
+    Returns:
+        ``(samples, report)``: same shape as ``samples``; the report holds what these steps did.
     """
     report = CleaningReport()
     if options.echo:
@@ -105,6 +129,28 @@ def clean(
         samples, pops = R.attenuate_pops(samples, sample_rate=sample_rate)
         report = replace(report, clicks_repaired=clicks.count, pops_attenuated=pops.count,
                          clicks_skipped=clicks.skipped, pops_skipped=pops.skipped)  # fmt: skip
+    return samples, report
+
+
+def suppress_noise_and_reverb(
+    samples: torch.Tensor,
+    report: CleaningReport,
+    *,
+    sample_rate: int,
+    options: DenoiseOptions,
+) -> tuple[torch.Tensor, CleaningReport]:
+    """The last cleaning steps: wind and noise suppression, then dereverberation.
+
+    Args:
+        samples: ``(channel, time)``, full scale = 1.0, at ``sample_rate`` Hz (the output of
+            :func:`remove_interference`).
+        report: what the earlier steps did; returned with these steps' results added.
+        sample_rate: Hz.
+        options: which steps, with their parameters.
+
+    Returns:
+        ``(cleaned, report)``: same shape as ``samples``.
+    """
     if options.method != "off" or options.wind:
         samples, noise = D.denoise(
             samples, sample_rate=sample_rate, method=NOISE_METHODS[options.method],

@@ -13,6 +13,7 @@ from app.models.options import ProcessingOptions
 from app.pipeline.decode import DecodeLimits
 from app.pipeline.runner import Pipeline
 from tests.conftest import tone, wav_bytes
+from tests.unit.signals import SR, bursts_in_noise
 
 
 @pytest.mark.parametrize("preset", ["default", "librosa"])
@@ -113,3 +114,28 @@ def test_the_pipeline_version_follows_the_pipeline_sources(tmp_path: Path) -> No
     (tmp_path / "features" / "b.py").write_text("y = 3\n")
     assert _source_digest(tmp_path) != before
     assert PIPELINE_VERSION.startswith("3+") and len(PIPELINE_VERSION) == 2 + 12
+
+
+def test_segments_do_not_depend_on_noise_suppression_or_compression() -> None:
+    """Segmentation analyses the signal before noise suppression and compression (their gain
+    floors and level riding moved the energy detector's pause edges: 5 dB boundary F1 0.88 →
+    0.68 with the default denoiser), so the segments of a noisy recording are the same whether
+    the output is denoised, compressed or neither, while the audio itself differs."""
+    spans = [(0.3, 1.1), (1.5, 2.0), (2.6, 3.6), (4.1, 4.5), (5.0, 5.7)]
+    noisy = bursts_in_noise(spans, "pink", 5.0, seed=3, seconds=6.0).numpy()
+    data = wav_bytes(noisy, SR, subtype="FLOAT")
+    pipeline = Pipeline(torch.device("cpu"), DecodeLimits())
+
+    def run(**options: object) -> tuple[list[tuple[float, float]], np.ndarray]:
+        result = pipeline.run(data, ProcessingOptions.model_validate(options))
+        assert result.segmentation is not None
+        segments = [(s.start_s, s.end_s) for s in result.segmentation.segments]
+        return segments, result.audio.samples[0].numpy()
+
+    plain, plain_audio = run(denoise={"method": "off", "wind": False})
+    assert len(plain) == len(spans)
+    for options in ({}, {"compression": {"enabled": True}}):
+        segments, audio = run(**options)
+        np.testing.assert_allclose(segments, plain, rtol=0.0, atol=1e-9)
+        change_db = 10 * np.log10(np.mean((audio - plain_audio) ** 2) / np.mean(plain_audio**2))
+        assert change_db > -20.0  # the output audio did change
