@@ -29,7 +29,9 @@ and uses to drop short babble-like segments and fill short gaps that are not bab
 
 The features are computed a block of :data:`_BLOCK_FRAMES` frames at a time (with the margin
 their moving averages reach) twice, once for the training frames and once for the log-odds,
-so memory beyond the signal is one block plus one number per frame.
+so memory beyond the signal is one block plus one number per frame. The second pass runs from
+the last block back and reuses the block the first pass ended on: a recording of up to one
+block (≈ 33 s) is analysed once.
 
 What it was measured to do: :class:`~app.pipeline.energy_vad.EnergyVadTuning`, ``fg_*``.
 """
@@ -239,6 +241,7 @@ class _Features:
         hop_s = hop / sample_rate
         self.fast, self.slow, self.depth = (max(1, round(s / hop_s)) for s in _MODULATION_S)
         self.context = [max(1, round(s / hop_s)) | 1 for s in _CONTEXT_S]
+        self.last: tuple[int, torch.Tensor, torch.Tensor] | None = None
 
     def rows(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The features of frames ``rows``, shape ``(row, 52)`` (:data:`_N_FEATURES`), and
@@ -252,19 +255,26 @@ class _Features:
         return features, log_mels
 
     def project(self, scale: torch.Tensor, bias: float) -> torch.Tensor:
-        """``features @ scale + bias`` of every frame, shape ``(frame,)``."""
+        """``features @ scale + bias`` of every frame, shape ``(frame,)``. The blocks go last
+        to first: the last one :meth:`rows` computed is reused (one block in all up to
+        :data:`_BLOCK_FRAMES` frames, ≈ 33 s)."""
         out = torch.empty(self.count)
-        for first, block, _ in self._blocks():
+        for first, block, _ in self._blocks(backward=True):
             torch.add(block @ scale, bias, out=out[first : first + block.shape[0]])
         return out
 
-    def _blocks(self) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
-        return (self._block(first) for first in range(0, self.count, _BLOCK_FRAMES))
+    def _blocks(self, backward: bool = False) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+        starts = range(0, self.count, _BLOCK_FRAMES)
+        return (self._block(first) for first in (reversed(starts) if backward else starts))
 
     def _block(self, first: int) -> tuple[int, torch.Tensor, torch.Tensor]:
-        """Frames ``first …`` of a block: ``(first, features, log mel)``. The moving averages
-        replicate the ends of what they are given; computed over the block and a margin
-        beyond their reach, they equal the whole signal's (whose ends are replicated)."""
+        """Frames ``first …`` of a block: ``(first, features, log mel)``, the last block
+        computed kept for reuse. The moving averages replicate the ends of what they are
+        given; computed over the block and a margin beyond their reach, they equal the whole
+        signal's (whose ends are replicated)."""
+        if self.last is not None and self.last[0] == first:
+            return self.last
+        self.last = None  # its memory is free before the next block's is taken
         last = min(first + _BLOCK_FRAMES, self.count)
         lo, hi = max(0, first - _MARGIN_FRAMES), min(self.count, last + _MARGIN_FRAMES)
         frames = centred_frames(self.x, step=self.hop, first=lo, count=hi - lo, win=self.hop)
@@ -278,7 +288,8 @@ class _Features:
         context = [_moving_average(log_mel, width) for width in self.context]
         features = torch.cat([log_mel, depth, *context], dim=1)
         keep = slice(first - lo, last - lo)
-        return first, features[keep], log_mel[keep]
+        self.last = first, features[keep], log_mel[keep]
+        return self.last
 
 
 def _replicate(values: torch.Tensor, before: int, after: int) -> torch.Tensor:
