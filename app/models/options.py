@@ -389,7 +389,9 @@ class CompressionOptions(_Options):
 
 class SegmentOptions(_Options):
     """Voice activity, trimming, pause shortening and phrases. Segment times are in the
-    processed audio's timeline; `time_map` maps them back to the input when audio was cut."""
+    processed audio's timeline; `time_map` maps them back to the input when audio was cut. They
+    are found on the audio before noise suppression, dereverberation and compression (after
+    echo and click removal), whose artefacts would move them; the times are the same."""
 
     vad: VadChoice = Field(
         default="auto",
