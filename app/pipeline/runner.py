@@ -207,7 +207,8 @@ class _Prepared:
     info: InputInfo
     samples: torch.Tensor  # (channel, time) at the output rate
     # What segmentation analyses: ``samples`` before noise suppression and dereverberation (after
-    # echo and clicks), (channel, time); ``samples`` itself when those did not run.
+    # echo and clicks), (channel, time); ``samples`` itself when those did not run or
+    # ``segment.vad`` is off.
     analysis: torch.Tensor
     clipping_ratio: float
     dc_offset: float
@@ -449,7 +450,7 @@ class Pipeline:
             # default denoiser, clean speech 0.98 → 0.79 with the compressor). They analyse the
             # signal before both, at the output's gain; the times are the same.
             segmentations = [
-                self._segment(item.analysis * amplitude, frames.hop_length, options)
+                self._segment(item.analysis, amplitude, frames.hop_length, options)
                 for item, amplitude in zip(items, amplitudes, strict=True)
             ]
             if options.segment.trim or options.segment.max_pause_ms is not None:
@@ -535,14 +536,15 @@ class Pipeline:
 
     @staticmethod
     def _segment(
-        samples: torch.Tensor, hop_length: int, options: ProcessingOptions
+        samples: torch.Tensor, gain: float, hop_length: int, options: ProcessingOptions
     ) -> Segmentation | None:
-        """Voice activity and phrases of one signal ``(channel, time)`` (channels averaged)."""
+        """Voice activity and phrases of one signal ``(channel, time)`` (channels averaged),
+        times ``gain`` (amplitude ratio)."""
         choice = options.segment
         if choice.vad == "off":
             return None
         rate = options.target_sample_rate
-        mono = samples.mean(dim=0)
+        mono = samples.mean(dim=0) * gain
         activity = S.vad(
             mono, sample_rate=rate, hop_length=hop_length, backend=choice.vad,
             threshold=choice.threshold, padding_ms=choice.padding_ms,
